@@ -1,0 +1,118 @@
+"""Append-only audit trail with a hash chain.
+
+Each record stores the SHA-256 of the previous record's hash plus its own fields, so a
+changed or deleted record breaks every hash after it. Details hold digests and IDs only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.errors import StorageError
+from bot.storage.models import AuditRecord, utcnow
+
+logger = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+# Two writers that read the same last record collide on the unique prev_hash; the loser
+# reads again and retries. More collisions than this in a row means something is wrong.
+MAX_APPEND_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    event: str
+    actor: str | None = None
+    run_id: str | None = None
+    app: str | None = None
+    secret: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
+def record_hash(prev_hash: str, at: datetime, entry: AuditEntry) -> str:
+    body = json.dumps(
+        {
+            "at": at.isoformat(),
+            "event": entry.event,
+            "actor": entry.actor,
+            "run_id": entry.run_id,
+            "app": entry.app,
+            "secret": entry.secret,
+            "detail": dict(entry.detail or {}),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+async def append(sessions: async_sessionmaker[AsyncSession], entry: AuditEntry) -> AuditRecord:
+    """Append one record in its own transaction; raise StorageError if it cannot be written."""
+    for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
+        try:
+            async with sessions.begin() as session:
+                return await _append_in(session, entry)
+        except IntegrityError:
+            logger.info("audit append raced another writer; retrying attempt=%d event=%s", attempt, entry.event)
+    raise StorageError(f"could not append audit record {entry.event!r} after {MAX_APPEND_ATTEMPTS} attempts")
+
+
+async def _append_in(session: AsyncSession, entry: AuditEntry) -> AuditRecord:
+    last = await session.scalar(select(AuditRecord).order_by(AuditRecord.id.desc()).limit(1))
+    prev_hash = last.hash if last else GENESIS_HASH
+    at = utcnow()
+    # Timestamps are stored to the microsecond; the hash covers the same value that reads back.
+    record = AuditRecord(
+        at=at,
+        event=entry.event,
+        actor=entry.actor,
+        run_id=entry.run_id,
+        app=entry.app,
+        secret=entry.secret,
+        detail=json.dumps(dict(entry.detail or {}), sort_keys=True),
+        prev_hash=prev_hash,
+        hash=record_hash(prev_hash, at, entry),
+    )
+    session.add(record)
+    await session.flush()
+    return record
+
+
+async def verify_chain(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, int | None]:
+    """Check every record's hash; return (records checked, id of the first bad record or None)."""
+    expected_prev = GENESIS_HASH
+    checked = 0
+    async with sessions() as session:
+        result = await session.stream_scalars(select(AuditRecord).order_by(AuditRecord.id))
+        async for record in result:
+            entry = AuditEntry(
+                event=record.event,
+                actor=record.actor,
+                run_id=record.run_id,
+                app=record.app,
+                secret=record.secret,
+                detail=record.detail_fields(),
+            )
+            if record.prev_hash != expected_prev or record.hash != record_hash(record.prev_hash, record.at, entry):
+                return checked, record.id
+            expected_prev = record.hash
+            checked += 1
+    return checked, None
+
+
+async def records_for_run(sessions: async_sessionmaker[AsyncSession], run_id: str) -> list[AuditRecord]:
+    async with sessions() as session:
+        result = await session.scalars(
+            select(AuditRecord).where(AuditRecord.run_id == run_id).order_by(AuditRecord.id)
+        )
+        return list(result)

@@ -1,0 +1,77 @@
+"""The `secretbot` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from bot.config import load_policy
+from bot.errors import SecretbotError
+from bot.settings import load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    numeric = logging.getLevelName(level)
+    if not isinstance(numeric, int):
+        raise click.BadParameter(f"LOG_LEVEL {level!r} is not a logging level; use DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(
+        level=numeric,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiosqlite and the Slack SDK log request bodies at DEBUG; those can hold message text.
+    for noisy in ("aiosqlite", "slack_sdk", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+    # SQLAlchemy logs every statement with its parameters at INFO.
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # Alembic logs its context set-up on every revision check, i.e. every /healthz.
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+
+
+@click.group()
+def main() -> None:
+    """secretbot: run Fly.io secret rotation runbooks from Slack."""
+
+
+@main.command()
+def serve() -> None:
+    """Start the HTTP server for Slack (POST /slack/events, GET /healthz) on $PORT."""
+    from bot.server import serve as run_server
+
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        asyncio.run(run_server(settings))
+    except SecretbotError as exc:
+        click.echo(f"secretbot: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command("check-config")
+def check_config() -> None:
+    """Validate secretbot.toml (or $SECRETBOT_CONFIG) and print what it configures."""
+    try:
+        settings = load_settings()
+        policy = load_policy(settings.config_path)
+    except SecretbotError as exc:
+        click.echo(f"secretbot: {exc}", err=True)
+        sys.exit(2)
+    source = policy.source_path or "built-in policy (no config file)"
+    click.echo(f"configuration: {source}")
+    click.echo(f"runbook channel: {policy.slack.channel or 'not set'}")
+    click.echo(f"approvers: {', '.join(policy.slack.approvers) or 'none'}")
+    click.echo(f"apps: {', '.join(policy.fly.apps) or 'none'}")
+    for secret in sorted(policy.secrets.values(), key=lambda item: item.name):
+        click.echo(
+            f"  {secret.name}: {secret.priority.value} (every {secret.priority.interval_days} days), "
+            f"{secret.source.value}" + (f", external: {secret.external}" if secret.external else "")
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Read `secretbot.toml` into a `Policy`, rejecting anything it does not understand.
+
+Every error names the file, the dotted key and the reason, because an operator fixing a
+deploy at 3 a.m. should not have to guess which line is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from bot.errors import ConfigError
+from bot.policy import (
+    APP_NAME_PATTERN,
+    BUILTIN_SECRETS,
+    SECRET_NAME_PATTERN,
+    FlySettings,
+    Policy,
+    Priority,
+    SecretPolicy,
+    SlackSettings,
+    Source,
+    ValueFormat,
+    builtin_policy,
+)
+
+logger = logging.getLogger(__name__)
+
+SLACK_CHANNEL_PATTERN = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+SLACK_USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+# Bounds that catch unit mistakes (milliseconds typed as seconds) without second-guessing
+# a team's real needs.
+MAX_TIMEOUT_SECONDS = 24 * 3600
+MIN_GENERATED_BYTES = 16
+MAX_GENERATED_LENGTH = 4096
+
+_TOP_LEVEL_KEYS = {"slack", "fly", "secrets"}
+_SLACK_KEYS = {"channel", "approvers"}
+_FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
+_SECRET_KEYS = {"priority", "source", "format", "length", "external", "instructions"}
+
+
+class _Reader:
+    """Validate values from one parsed file, prefixing errors with the file and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(f"{self.path}: key '{key}': {reason}")
+
+    def table(self, data: dict[str, Any], key: str, name: str) -> dict[str, Any]:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {type(value).__name__}")
+        return value
+
+    def reject_unknown(self, data: dict[str, Any], prefix: str, known: set[str]) -> None:
+        for name in data:
+            if name not in known:
+                key = f"{prefix}.{name}" if prefix else name
+                raise self.fail(key, f"unknown key; expected one of {', '.join(sorted(known))}")
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def string_list(self, value: Any, key: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list of {what}, got {type(value).__name__}")
+        items: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not pattern.match(item):
+                raise self.fail(f"{key}[{index}]", f"{item!r} is not a valid {what}")
+            if item in items:
+                raise self.fail(f"{key}[{index}]", f"{item!r} is listed twice")
+            items.append(item)
+        return tuple(items)
+
+    def seconds(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"expected a number of seconds, got {value!r}")
+        if not 0 < value <= MAX_TIMEOUT_SECONDS:
+            raise self.fail(key, f"{value} is out of range; expected more than 0 and at most {MAX_TIMEOUT_SECONDS}")
+        return float(value)
+
+    def choice(self, value: Any, key: str, enum: type[Any]) -> Any:
+        allowed = [member.value for member in enum]
+        if value not in allowed:
+            raise self.fail(key, f"invalid value {value!r}; expected one of {', '.join(allowed)}")
+        return enum(value)
+
+
+def load_policy(path: Path) -> Policy:
+    """Read the configuration file at `path`, or return the built-in policy if it is absent."""
+    if not path.exists():
+        logger.info("config file %s not found; using the built-in policy", path)
+        return builtin_policy()
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the file: {exc}") from exc
+
+    reader = _Reader(path)
+    reader.reject_unknown(raw, "", _TOP_LEVEL_KEYS)
+    slack = _read_slack(reader, reader.table(raw, "slack", "slack"))
+    fly = _read_fly(reader, reader.table(raw, "fly", "fly"))
+    secrets = dict(BUILTIN_SECRETS)
+    secrets.update(_read_secrets(reader, reader.table(raw, "secrets", "secrets")))
+    return Policy(slack=slack, fly=fly, secrets=secrets, source_path=str(path))
+
+
+def _read_slack(reader: _Reader, data: dict[str, Any]) -> SlackSettings:
+    reader.reject_unknown(data, "slack", _SLACK_KEYS)
+    channel = None
+    if "channel" in data:
+        channel = reader.string(data["channel"], "slack.channel")
+        if not SLACK_CHANNEL_PATTERN.match(channel):
+            raise reader.fail(
+                "slack.channel",
+                f"{channel!r} is not a channel ID; use the ID (like C0123ABCD) from the channel's details, not its name",
+            )
+    approvers: tuple[str, ...] = ()
+    if "approvers" in data:
+        approvers = reader.string_list(data["approvers"], "slack.approvers", SLACK_USER_PATTERN, "Slack user ID")
+    return SlackSettings(channel=channel, approvers=approvers)
+
+
+def _read_fly(reader: _Reader, data: dict[str, Any]) -> FlySettings:
+    reader.reject_unknown(data, "fly", _FLY_KEYS)
+    defaults = FlySettings()
+    apps: tuple[str, ...] = ()
+    if "apps" in data:
+        apps = reader.string_list(data["apps"], "fly.apps", APP_NAME_PATTERN, "Fly app name")
+
+    timeouts = {}
+    for name in ("command_timeout", "deploy_timeout", "verify_timeout", "verify_interval"):
+        if name in data:
+            timeouts[name] = reader.seconds(data[name], f"fly.{name}")
+
+    health_urls: dict[str, str] = {}
+    for app, url in reader.table(data, "fly.health_urls", "health_urls").items():
+        key = f"fly.health_urls.{app}"
+        if app not in apps:
+            raise reader.fail(key, f"app {app!r} is not in fly.apps")
+        parsed = urlparse(reader.string(url, key))
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise reader.fail(key, f"{url!r} is not an http or https URL")
+        health_urls[app] = url
+
+    return FlySettings(
+        apps=apps,
+        command_timeout=timeouts.get("command_timeout", defaults.command_timeout),
+        deploy_timeout=timeouts.get("deploy_timeout", defaults.deploy_timeout),
+        verify_timeout=timeouts.get("verify_timeout", defaults.verify_timeout),
+        verify_interval=timeouts.get("verify_interval", defaults.verify_interval),
+        health_urls=health_urls,
+    )
+
+
+def _read_secrets(reader: _Reader, data: dict[str, Any]) -> dict[str, SecretPolicy]:
+    secrets: dict[str, SecretPolicy] = {}
+    for name, entry in data.items():
+        prefix = f"secrets.{name}"
+        if not SECRET_NAME_PATTERN.match(name):
+            raise reader.fail(prefix, f"{name!r} is not a valid secret name; use letters, digits and underscores")
+        if not isinstance(entry, dict):
+            raise reader.fail(prefix, f"expected a table, got {type(entry).__name__}")
+        reader.reject_unknown(entry, prefix, _SECRET_KEYS)
+        secrets[name] = _read_secret(reader, name, entry, BUILTIN_SECRETS.get(name))
+    return secrets
+
+
+def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: SecretPolicy | None) -> SecretPolicy:
+    prefix = f"secrets.{name}"
+    if builtin is None:
+        for required in ("priority", "source"):
+            if required not in entry:
+                raise reader.fail(f"{prefix}.{required}", "missing; required for a secret that is not built in")
+
+    priority = reader.choice(entry["priority"], f"{prefix}.priority", Priority) if "priority" in entry else None
+    source = reader.choice(entry["source"], f"{prefix}.source", Source) if "source" in entry else None
+    priority = priority or (builtin.priority if builtin else Priority.MEDIUM)
+    source = source or (builtin.source if builtin else Source.PROVIDER)
+
+    if source is Source.PROVIDER:
+        for generated_only in ("format", "length"):
+            if generated_only in entry:
+                raise reader.fail(f"{prefix}.{generated_only}", 'only applies to source = "generated"')
+
+    keep_builtin = builtin is not None and builtin.source is source
+    value_format = builtin.value_format if keep_builtin and builtin else ValueFormat.BASE64URL
+    if "format" in entry:
+        value_format = reader.choice(entry["format"], f"{prefix}.format", ValueFormat)
+    length = builtin.length if keep_builtin and builtin else SecretPolicy.length
+    if "length" in entry:
+        length = _read_length(reader, entry["length"], f"{prefix}.length", value_format)
+
+    external = builtin.external if builtin else None
+    instructions = builtin.instructions if builtin else None
+    if "external" in entry:
+        external = reader.string(entry["external"], f"{prefix}.external")
+    if "instructions" in entry:
+        instructions = reader.string(entry["instructions"], f"{prefix}.instructions")
+
+    return SecretPolicy(
+        name=name,
+        priority=priority,
+        source=source,
+        value_format=value_format,
+        length=length,
+        external=external,
+        instructions=instructions,
+    )
+
+
+def _read_length(reader: _Reader, value: Any, key: str, value_format: ValueFormat) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise reader.fail(key, f"expected a whole number, got {value!r}")
+    # An alphanumeric character carries about 5.95 bits, so 22 characters give 128 bits,
+    # the same floor as 16 random bytes for the byte-based formats.
+    minimum = 22 if value_format is ValueFormat.ALPHANUMERIC else MIN_GENERATED_BYTES
+    if not minimum <= value <= MAX_GENERATED_LENGTH:
+        raise reader.fail(key, f"{value} is out of range; expected {minimum} to {MAX_GENERATED_LENGTH}")
+    return value

@@ -1,0 +1,149 @@
+"""Typed flyctl commands: the only module that builds flyctl argv and parses its output."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from bot.errors import CommandError
+from bot.flyctl.importfile import encode_import
+from bot.flyctl.runner import DEFAULT_KILL_GRACE, CommandResult, Runner, build_env
+from bot.flyctl.shapes import AppStatus, FlySecret, Release, parse_releases, parse_secrets, parse_status
+from bot.redact import Redactor
+
+logger = logging.getLogger(__name__)
+
+# Fly app names are lowercase letters, digits and dashes. Checking them keeps an app
+# name from being read as a flag, since it is the one caller-supplied word in argv.
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def _check_app(app: str) -> str:
+    if not APP_NAME.fullmatch(app):
+        raise CommandError(
+            f"app name {app!r} is invalid: Fly app names use lowercase letters, digits and dashes"
+        )
+    return app
+
+
+class FlyctlClient:
+    """Runs flyctl commands for secretbot and parses their JSON output.
+
+    Each command runs with a fresh environment (see `runner.build_env`) in `work_dir`,
+    which the client creates empty. Reads use `command_timeout`; `import_secrets`
+    waits for the rolling restart and uses `deploy_timeout`.
+
+    NOTE: flyctl rewrites config.yml in the config dir (the secrets min-version per
+    app) and two flyctl processes sharing that dir can race on it. The client does
+    not serialize commands; callers should run one change per app at a time.
+    """
+
+    def __init__(
+        self,
+        executable: str = "flyctl",
+        *,
+        api_token: str,
+        work_dir: Path,
+        config_dir: Path,
+        command_timeout: float = 60.0,
+        deploy_timeout: float = 600.0,
+        redactor: Redactor | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+    ) -> None:
+        if not api_token:
+            raise ValueError("api_token is empty; set FLY_API_TOKEN to a Fly deploy or org token")
+
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.redactor.add(api_token)
+        self.command_timeout = command_timeout
+        self.deploy_timeout = deploy_timeout
+
+        # flyctl writes its cache and the secrets min-version into the config dir on
+        # every run; 0700 because config.yml can also hold an access token.
+        config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = build_env(api_token=api_token, config_dir=config_dir, home=config_dir.parent, extra_env=extra_env)
+        self._runner = Runner(
+            executable=executable,
+            env=env,
+            work_dir=work_dir,
+            redactor=self.redactor,
+            kill_grace=kill_grace,
+        )
+
+    async def version(self) -> str:
+        """Return flyctl's version line, e.g. "flyctl v0.4.87 linux/amd64 …"."""
+        completed = await self._runner.run(["version"], app="-", command="version", timeout=self.command_timeout)
+        lines = completed.result.stdout.strip().splitlines()
+        return lines[0] if lines else ""
+
+    async def list_secrets(self, app: str) -> list[FlySecret]:
+        """List the app's secret names and digests (never values)."""
+        _check_app(app)
+        completed = await self._runner.run(
+            ["secrets", "list", "--app", app, "--json"],
+            app=app,
+            command="secrets list",
+            timeout=self.command_timeout,
+        )
+        return parse_secrets(completed.raw_stdout, app=app)
+
+    async def status(self, app: str) -> AppStatus:
+        """Return the app's current release and machines, with check output redacted."""
+        _check_app(app)
+        completed = await self._runner.run(
+            ["status", "--app", app, "--json"],
+            app=app,
+            command="status",
+            timeout=self.command_timeout,
+        )
+        status = parse_status(completed.raw_stdout, app=app)
+
+        # Health check output is written by the app and may echo its environment.
+        machines = [
+            dataclasses.replace(
+                machine,
+                checks=[
+                    dataclasses.replace(check, output=self.redactor.redact(check.output)) for check in machine.checks
+                ],
+            )
+            for machine in status.machines
+        ]
+        return dataclasses.replace(status, machines=machines)
+
+    async def releases(self, app: str) -> list[Release]:
+        """Return the app's recent releases, newest first."""
+        _check_app(app)
+        completed = await self._runner.run(
+            ["releases", "--app", app, "--json"],
+            app=app,
+            command="releases",
+            timeout=self.command_timeout,
+        )
+        return parse_releases(completed.raw_stdout, app=app)
+
+    async def import_secrets(self, app: str, values: Mapping[str, str]) -> CommandResult:
+        """Set secrets through `flyctl secrets import`, values on standard input only.
+
+        The values are encoded and checked first, so an `UnsafeValueError` leaves the
+        app untouched. flyctl then stores all values in one batch and rolls every
+        machine; a non-zero exit after that point means "stored, not fully rolled out".
+        """
+        _check_app(app)
+        text = encode_import(values)
+        for value in values.values():
+            # flyctl echoes a malformed input line on stderr; mask it before anyone reads it.
+            self.redactor.add(value)
+
+        logger.info("importing secrets app=%s names=%s", app, ",".join(sorted(values)))
+        completed = await self._runner.run(
+            ["secrets", "import", "--app", app],
+            app=app,
+            command="secrets import",
+            timeout=self.deploy_timeout,
+            stdin=text.encode("utf-8"),
+        )
+        return completed.result

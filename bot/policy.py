@@ -1,0 +1,154 @@
+"""Rotation policy: what each secret is, how its new value is made, and who approves.
+
+The built-in policy is the team's written schedule. A `secretbot.toml` replaces any part
+of it; `bot.config` reads that file into these types.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+# Fly.io accepts letters, digits and underscores in secret names; a leading digit is
+# rejected here too because the value ends up as an environment variable.
+SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Fly app names are lowercase letters, digits and dashes.
+APP_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class Priority(str, Enum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def interval_days(self) -> int:
+        return {"high": 30, "medium": 90, "low": 180}[self.value]
+
+
+class Source(str, Enum):
+    GENERATED = "generated"
+    PROVIDER = "provider"
+
+
+class ValueFormat(str, Enum):
+    HEX = "hex"
+    BASE64 = "base64"
+    BASE64URL = "base64url"
+    ALPHANUMERIC = "alphanumeric"
+
+
+@dataclass(frozen=True)
+class SecretPolicy:
+    """How one secret is rotated."""
+
+    name: str
+    priority: Priority
+    source: Source
+    value_format: ValueFormat = ValueFormat.BASE64URL
+    # Random bytes for hex and the base64 formats, characters for alphanumeric.
+    length: int = 48
+    # A system outside Fly that a person must update by hand during a rotation.
+    external: str | None = None
+    instructions: str | None = None
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    channel: str | None = None
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlySettings:
+    apps: tuple[str, ...] = ()
+    command_timeout: float = 60.0
+    deploy_timeout: float = 900.0
+    verify_timeout: float = 300.0
+    verify_interval: float = 5.0
+    health_urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def default_app(self) -> str | None:
+        return self.apps[0] if self.apps else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The whole configuration read from secretbot.toml, or the built-in one."""
+
+    slack: SlackSettings
+    fly: FlySettings
+    secrets: dict[str, SecretPolicy]
+    source_path: str | None = None
+
+    def secret(self, name: str) -> SecretPolicy | None:
+        return self.secrets.get(name)
+
+
+def _generated(name: str, priority: Priority, value_format: ValueFormat, length: int) -> SecretPolicy:
+    return SecretPolicy(name=name, priority=priority, source=Source.GENERATED, value_format=value_format, length=length)
+
+
+def _provider(name: str, priority: Priority, external: str, instructions: str) -> SecretPolicy:
+    return SecretPolicy(
+        name=name, priority=priority, source=Source.PROVIDER, external=external, instructions=instructions
+    )
+
+
+BUILTIN_SECRETS: dict[str, SecretPolicy] = {
+    policy.name: policy
+    for policy in (
+        # 64 random bytes: well above the 256 bits an HMAC-SHA256 signing key needs.
+        _generated("JWT_SECRET", Priority.HIGH, ValueFormat.BASE64URL, 64),
+        # 32 bytes as 64 hex characters, the usual encoding of an AES-256 key.
+        _generated("ENCRYPTION_KEY", Priority.HIGH, ValueFormat.HEX, 32),
+        _provider(
+            "SUPABASE_SERVICE_ROLE_KEY",
+            Priority.HIGH,
+            "Supabase",
+            "Create a new secret key in the Supabase dashboard (Project Settings, API keys); "
+            "delete the old one once its last use is older than the deploy.",
+        ),
+        _provider(
+            "OPENAI_API_KEY",
+            Priority.MEDIUM,
+            "OpenAI",
+            "Create a key for a new project service account; delete the old service account "
+            "after the new key is verified.",
+        ),
+        _provider(
+            "B2_APPLICATION_KEY",
+            Priority.MEDIUM,
+            "Backblaze B2",
+            "Create a key with the same capabilities, bucket and prefix; the key ID changes "
+            "with it, so rotate B2_APPLICATION_KEY_ID in the same run.",
+        ),
+        _provider(
+            "WAHA_API_KEY",
+            Priority.MEDIUM,
+            "WAHA server",
+            "Set the new key on the WAHA server (as sha512:{hash}) before Fly is updated.",
+        ),
+        _provider(
+            "HOTEL_MANAGEMENT_API_KEY",
+            Priority.MEDIUM,
+            "Hotel management vendor console",
+            "Issue a new key in the vendor console; revoke the old one after verification.",
+        ),
+        _provider("WAHA_TOKEN", Priority.LOW, "WAHA", "Issue a new token where the current one came from."),
+        _generated("WAHA_WEBHOOK_TOKEN", Priority.LOW, ValueFormat.BASE64URL, 32),
+        _provider(
+            "B2_APPLICATION_KEY_ID",
+            Priority.LOW,
+            "Backblaze B2",
+            "The key ID comes with a new application key; rotate it together with B2_APPLICATION_KEY.",
+        ),
+    )
+}
+
+
+def builtin_policy() -> Policy:
+    return Policy(slack=SlackSettings(), fly=FlySettings(), secrets=dict(BUILTIN_SECRETS))

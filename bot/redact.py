@@ -1,0 +1,99 @@
+"""Masking of secret material in text that leaves the process.
+
+flyctl echoes input in its error messages (a malformed import line, a token split
+into a bogus secret name), and its debug output contains HTTP bodies. Every piece of
+flyctl output passes through a `Redactor` before it is stored, logged, shown in Slack
+or put into an exception.
+
+Two kinds of material are masked:
+
+* known values, registered with `Redactor.add` (generated secrets, the Fly token);
+* anything that looks like key material whether or not it is known: PEM blocks,
+  Slack tokens, Fly macaroon tokens, Bearer tokens and long base64 or hex runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+
+logger = logging.getLogger(__name__)
+
+MASK = "«redacted»"
+
+# Values shorter than this are not registered: masking "1" or "yes" everywhere would
+# make every message unreadable while hiding nothing worth protecting.
+MIN_KNOWN_LENGTH = 4
+
+# A base64 or hex run of this many characters is treated as key material.
+MIN_KEY_RUN = 32
+
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)",
+    re.DOTALL,
+)
+_SLACK_TOKEN = re.compile(r"\b(?:xox[a-z]|xapp)-[A-Za-z0-9-]+")
+# A Fly token is "FlyV1 " followed by one or more comma-separated fm1_/fm2_ macaroons.
+_FLY_TOKEN = re.compile(r"\bFlyV1\s+[A-Za-z0-9+/=_,-]+")
+_FLY_MACAROON = re.compile(r"\bfm[12]_[A-Za-z0-9+/=_,-]+")
+_BEARER_TOKEN = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_KEY_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_KEY_RUN)
+# Runs made only of capital letters and underscores (constant names) or only of
+# lowercase letters and dashes (app and host names) are words, not keys: a random
+# 32-character base64 string falls in either class with a probability below 1e-7.
+_WORD_RUN = re.compile(r"[A-Z_]+|[a-z_-]+")
+
+
+def _mask_key_run(match: re.Match[str]) -> str:
+    if _WORD_RUN.fullmatch(match.group(0)):
+        return match.group(0)
+    return MASK
+
+
+class Redactor:
+    """Replaces known secret values and key-like material with «redacted».
+
+    Safe to share between tasks and threads: `add` swaps the compiled pattern
+    atomically and `redact` only reads it.
+    """
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, value: str) -> None:
+        """Register a value to be masked wherever it appears, including per line.
+
+        A multi-line value is also registered line by line, because flyctl echoes a
+        single offending line of its input, and in its JSON-escaped form, because
+        JSON output escapes newlines and quotes.
+        """
+        forms = {value, value.strip()}
+        forms.update(value.splitlines())
+        forms.add(json.dumps(value)[1:-1])
+        added = {form for form in forms if len(form.strip()) >= MIN_KNOWN_LENGTH}
+        if not added:
+            logger.debug("redactor ignored a value shorter than %d characters", MIN_KNOWN_LENGTH)
+            return
+
+        with self._lock:
+            self._known.update(added)
+            # Longest first, so a value that contains another known value is masked whole.
+            ordered = sorted(self._known, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(form) for form in ordered))
+
+    def redact(self, text: str) -> str:
+        """Return `text` with every known value and all key-like material masked."""
+        pattern = self._pattern
+        if pattern is not None:
+            text = pattern.sub(MASK, text)
+
+        text = _PEM_BLOCK.sub(MASK, text)
+        text = _SLACK_TOKEN.sub(MASK, text)
+        text = _FLY_TOKEN.sub("FlyV1 " + MASK, text)
+        text = _FLY_MACAROON.sub(MASK, text)
+        text = _BEARER_TOKEN.sub(lambda match: f"{match.group(1)} {MASK}", text)
+        return _KEY_RUN.sub(_mask_key_run, text)

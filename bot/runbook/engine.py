@@ -1,0 +1,415 @@
+"""The runbook engine: creates runs, advances them step by step and records decisions.
+
+All run state lives in the database. The engine claims a step with a conditional update
+(`status = 'pending'` → `'running'`) and accepts a decision by inserting a row under a
+unique key, so the database, not an in-process flag, decides who wins a race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import audit
+from bot.errors import SecretbotError
+from bot.runbook.context import Services, StepContext
+from bot.runbook.steps import Decision as StepDecision
+from bot.runbook.steps import Done, Failed, Runbook, Skipped, StepKind, StepOutcome, Waiting
+from bot.runbook.views import RunObserver, RunView, SecretView, StepView
+from bot.storage.models import Decision, PendingValue, Run, RunSecret, Step, utcnow
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = ("succeeded", "failed", "denied")
+
+
+@dataclass(frozen=True)
+class Started:
+    run: RunView
+
+
+@dataclass(frozen=True)
+class AlreadyOpen:
+    """A run for the same app and secret is still open."""
+
+    run_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    run: RunView
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+
+
+@dataclass(frozen=True)
+class AlreadyDecided:
+    user_id: str
+    action: str
+    decided_at: datetime
+
+
+StartResult = Started | AlreadyOpen
+SubmitResult = Accepted | Rejected | AlreadyDecided
+
+
+class Engine:
+    def __init__(self, *, services: Services, runbooks: Mapping[str, Runbook], observer: RunObserver) -> None:
+        self.services = services
+        self.runbooks = dict(runbooks)
+        self.observer = observer
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._run_locks: dict[str, asyncio.Lock] = {}
+
+    # ----------------------------------------------------------------- starting runs
+
+    async def start_run(
+        self,
+        *,
+        kind: str,
+        app: str,
+        secret_names: Sequence[str],
+        requester: str,
+        reason: str | None,
+        origin: str = "slack",
+    ) -> StartResult:
+        runbook = self.runbooks[kind]
+        run_id = secrets.token_hex(6)
+        try:
+            async with self.services.sessions.begin() as session:
+                session.add(Run(id=run_id, kind=kind, app=app, requester=requester, reason=reason,
+                                origin=origin, status="pending", current_step=0))
+                await session.flush()
+                for position, name in enumerate(secret_names):
+                    session.add(RunSecret(run_id=run_id, position=position, app=app, name=name, open=True))
+                for position, step in enumerate(runbook.steps):
+                    session.add(Step(run_id=run_id, position=position, kind=step.kind, status="pending"))
+                await session.flush()
+        except IntegrityError:
+            open_run = await self._find_open_run(app, secret_names)
+            if open_run is None:
+                raise
+            return open_run
+
+        logger.info("run created run_id=%s kind=%s app=%s secrets=%s requester=%s",
+                    run_id, kind, app, ",".join(secret_names), requester)
+        try:
+            await audit.append(
+                self.services.sessions,
+                audit.AuditEntry(event="run.requested", actor=requester, run_id=run_id, app=app,
+                                 secret=",".join(secret_names), detail={"kind": kind, "reason": reason, "origin": origin}),
+            )
+        except SecretbotError:
+            await self._finish(run_id, position=0, outcome=Failed("the audit log cannot be written; nothing was done"))
+            raise
+
+        view = await self.require_run(run_id)
+        await self._notify(self.observer.run_created, view)
+        self.spawn(self.advance(run_id), name=f"advance-{run_id}")
+        return Started(view)
+
+    async def _find_open_run(self, app: str, secret_names: Sequence[str]) -> AlreadyOpen | None:
+        async with self.services.sessions() as session:
+            row = await session.scalar(
+                select(RunSecret).where(RunSecret.app == app, RunSecret.name.in_(list(secret_names)),
+                                        RunSecret.open.is_(True)).limit(1)
+            )
+        return AlreadyOpen(run_id=row.run_id, secret=row.name) if row else None
+
+    # ----------------------------------------------------------------- advancing runs
+
+    async def advance(self, run_id: str) -> None:
+        """Run automatic steps until the run waits for a person or ends."""
+        lock = self._run_locks.setdefault(run_id, asyncio.Lock())
+        async with lock:
+            while True:
+                view = await self.get_run(run_id)
+                if view is None or view.finished:
+                    return
+                position = view.current_step
+                if view.steps[position].status != "pending" or not await self._claim(run_id, position):
+                    return
+                view = await self.require_run(run_id)
+                step_kind = self.runbooks[view.kind].steps[position]
+                ctx = self._context(view, position)
+                logger.info("step started run_id=%s step=%d kind=%s app=%s", run_id, position, step_kind.kind, view.app)
+                try:
+                    # No step runs unless its start is on the audit record.
+                    await ctx.audit("step.started", kind=step_kind.kind)
+                except SecretbotError as exc:
+                    logger.error("audit write failed; step not started run_id=%s step=%d error=%s", run_id, position, exc)
+                    await self._finish(run_id, position=position,
+                                       outcome=Failed("the audit log cannot be written, so the step was not started"))
+                    return
+                await self._notify(self.observer.step_changed, view, view.steps[position])
+
+                outcome = await self._execute(step_kind, ctx)
+                await self._apply(run_id, position, outcome, actor=None)
+                if not isinstance(outcome, (Done, Skipped)):
+                    return
+
+    async def _claim(self, run_id: str, position: int) -> bool:
+        async with self.services.sessions.begin() as session:
+            result = await session.execute(
+                update(Step)
+                .where(Step.run_id == run_id, Step.position == position, Step.status == "pending")
+                .values(status="running", started_at=utcnow())
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            await session.execute(update(Run).where(Run.id == run_id).values(status="running", current_step=position))
+        return True
+
+    async def _execute(self, step_kind: StepKind, ctx: StepContext) -> StepOutcome:
+        try:
+            return await step_kind.execute(ctx)
+        except SecretbotError as exc:
+            logger.warning("step failed %s error=%s", ctx.log_context(), self.services.redactor.redact(str(exc)))
+            return Failed(self.services.redactor.redact(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - any bug must end as a failed step, not a stuck run
+            logger.exception("step crashed %s", ctx.log_context())
+            return Failed(f"internal error in step '{step_kind.title}' ({type(exc).__name__}); see the bot's log")
+
+    def _context(self, view: RunView, position: int) -> StepContext:
+        async def report(message: str) -> None:
+            current = await self.require_run(view.id)
+            await self._notify(self.observer.step_progress, current, current.steps[position], message)
+
+        return StepContext(run=view, position=position, services=self.services, reporter=report)
+
+    async def _apply(self, run_id: str, position: int, outcome: StepOutcome, *, actor: str | None) -> None:
+        if isinstance(outcome, Failed):
+            await self._finish(run_id, position=position, outcome=outcome, actor=actor)
+            return
+
+        view = await self.require_run(run_id)
+        last = position == len(view.steps) - 1
+        async with self.services.sessions.begin() as session:
+            if isinstance(outcome, Waiting):
+                await _set_step(session, run_id, position, status="waiting", detail=outcome.prompt)
+                await _set_run(session, run_id, status="waiting")
+            else:
+                status = "done" if isinstance(outcome, Done) else "skipped"
+                await _set_step(session, run_id, position, status=status, detail=outcome.detail, actor=actor,
+                                finished_at=utcnow())
+                if last:
+                    await _set_run(session, run_id, status="succeeded", outcome=outcome.detail, finished_at=utcnow())
+                    await _close_secrets(session, run_id)
+                else:
+                    await _set_run(session, run_id, status="running", current_step=position + 1)
+
+        event = f"step.{type(outcome).__name__.lower()}"
+        logger.info("%s run_id=%s step=%d app=%s", event, run_id, position, view.app)
+        try:
+            await audit.append(
+                self.services.sessions,
+                audit.AuditEntry(event=event, actor=actor, run_id=run_id, app=view.app,
+                                 secret=",".join(view.secret_names),
+                                 detail={"step": position, "kind": view.steps[position].kind,
+                                         "detail": getattr(outcome, "detail", None) or getattr(outcome, "prompt", None)}),
+            )
+        except SecretbotError:
+            logger.exception("audit record for step %d of run %s could not be written", position, run_id)
+        view = await self.require_run(run_id)
+        await self._notify(self.observer.step_changed, view, view.steps[position])
+        if view.finished:
+            logger.info("run finished run_id=%s status=%s app=%s", run_id, view.status, view.app)
+            await self._notify(self.observer.run_finished, view)
+
+    async def _finish(self, run_id: str, *, position: int, outcome: Failed, actor: str | None = None) -> None:
+        status = "denied" if outcome.denied else "failed"
+        async with self.services.sessions.begin() as session:
+            await _set_step(session, run_id, position, status="failed", detail=outcome.reason, actor=actor,
+                            finished_at=utcnow())
+            await _set_run(session, run_id, status=status, outcome=outcome.reason, finished_at=utcnow())
+            await _close_secrets(session, run_id)
+            await session.execute(PendingValue.__table__.delete().where(PendingValue.run_id == run_id))
+
+        view = await self.require_run(run_id)
+        logger.info("run finished run_id=%s status=%s step=%d app=%s", run_id, status, position, view.app)
+        try:
+            await audit.append(
+                self.services.sessions,
+                audit.AuditEntry(event=f"run.{status}", actor=actor, run_id=run_id, app=view.app,
+                                 secret=",".join(view.secret_names), detail={"step": position, "reason": outcome.reason}),
+            )
+        except SecretbotError:
+            logger.exception("audit record for the end of run %s could not be written", run_id)
+        await self._notify(self.observer.step_changed, view, view.steps[position])
+        await self._notify(self.observer.run_finished, view)
+
+    # ----------------------------------------------------------------- decisions
+
+    async def submit(self, *, run_id: str, position: int, action: str, user_id: str) -> SubmitResult:
+        """Record a person's answer to a waiting step, if they may give it and nobody was first."""
+        view = await self.get_run(run_id)
+        if view is None:
+            return Rejected(f"run {run_id} does not exist")
+        if not 0 <= position < len(view.steps):
+            return Rejected(f"run {run_id} has no step {position}")
+
+        earlier = await self._decision(run_id, position)
+        if earlier is not None:
+            return earlier
+        step = view.steps[position]
+        if view.finished or step.status != "waiting":
+            return Rejected(f"this step is not waiting for input (it is {step.status})")
+
+        step_kind = self.runbooks[view.kind].steps[position]
+        if action not in {known.name for known in step_kind.actions}:
+            return Rejected(f"'{action}' is not an action of step '{step_kind.title}'")
+        decision = StepDecision(action=action, user_id=user_id)
+        ctx = self._context(view, position)
+        refusal = step_kind.authorize(ctx, decision)
+        if refusal is not None:
+            logger.info("decision refused run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
+            return Rejected(refusal)
+
+        if not await self._record_decision(run_id, position, decision):
+            earlier = await self._decision(run_id, position)
+            return earlier or Rejected("another decision was recorded first")
+
+        logger.info("decision accepted run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
+        await ctx.audit(f"step.{action}", actor=user_id)
+        outcome = await step_kind.decide(ctx, decision)
+        await self._apply(run_id, position, outcome, actor=user_id)
+        if isinstance(outcome, (Done, Skipped)):
+            self.spawn(self.advance(run_id), name=f"advance-{run_id}")
+        return Accepted(await self.require_run(run_id))
+
+    async def _record_decision(self, run_id: str, position: int, decision: StepDecision) -> bool:
+        try:
+            async with self.services.sessions.begin() as session:
+                session.add(Decision(run_id=run_id, position=position, user_id=decision.user_id,
+                                     decision=decision.action))
+                await session.flush()
+                result = await session.execute(
+                    update(Step)
+                    .where(Step.run_id == run_id, Step.position == position, Step.status == "waiting")
+                    .values(status="running", actor=decision.user_id)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    raise _StepMoved
+        except (IntegrityError, _StepMoved):
+            return False
+        return True
+
+    async def _decision(self, run_id: str, position: int) -> AlreadyDecided | None:
+        async with self.services.sessions() as session:
+            row = await session.scalar(
+                select(Decision).where(Decision.run_id == run_id, Decision.position == position)
+            )
+        if row is None:
+            return None
+        return AlreadyDecided(user_id=row.user_id, action=row.decision, decided_at=row.decided_at)
+
+    # ----------------------------------------------------------------- reading runs
+
+    async def get_run(self, run_id: str) -> RunView | None:
+        async with self.services.sessions() as session:
+            run = await session.get(Run, run_id, populate_existing=True)
+            if run is None:
+                return None
+            return self._view(run)
+
+    async def require_run(self, run_id: str) -> RunView:
+        view = await self.get_run(run_id)
+        if view is None:
+            raise LookupError(f"run {run_id} does not exist")
+        return view
+
+    def _view(self, run: Run) -> RunView:
+        runbook = self.runbooks[run.kind]
+        base = RunView(
+            id=run.id, kind=run.kind, title=runbook.title, app=run.app, requester=run.requester,
+            reason=run.reason, status=run.status, current_step=run.current_step, outcome=run.outcome,
+            secrets=tuple(SecretView(s.name, s.digest_before, s.digest_after) for s in run.secrets),
+            steps=(), created_at=run.created_at, finished_at=run.finished_at,
+        )
+        steps = tuple(
+            StepView(
+                position=row.position, kind=row.kind, title=runbook.steps[row.position].title, status=row.status,
+                detail=row.detail, actor=row.actor, actions=runbook.steps[row.position].actions,
+                allowed_users=runbook.steps[row.position].allowed_users(base, self.services.policy),
+            )
+            for row in run.steps
+        )
+        return RunView(**{**base.__dict__, "steps": steps})
+
+    # ----------------------------------------------------------------- background work
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run work after the HTTP acknowledgement, keeping a reference until it ends."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for background work, then cancel what is left."""
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            logger.warning("cancelling background task %s at shutdown", task.get_name())
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    async def resume(self) -> int:
+        """Pick up runs that were in progress when the process stopped; return how many."""
+        async with self.services.sessions() as session:
+            runs = list(await session.scalars(select(Run).where(Run.status.in_(("pending", "running")))))
+        for run in runs:
+            step = next((s for s in run.steps if s.position == run.current_step), None)
+            if step is not None and step.status == "running":
+                step_kind = self.runbooks[run.kind].steps[step.position]
+                if not step_kind.restartable:
+                    await self._finish(run.id, position=step.position, outcome=Failed(
+                        f"the bot restarted while '{step_kind.title}' was running, so its result is unknown; "
+                        f"check `flyctl secrets list -a {run.app}` before starting a new run"))
+                    continue
+                async with self.services.sessions.begin() as session:
+                    await _set_step(session, run.id, step.position, status="pending")
+            logger.info("resuming run run_id=%s step=%d app=%s", run.id, run.current_step, run.app)
+            self.spawn(self.advance(run.id), name=f"resume-{run.id}")
+        return len(runs)
+
+    async def _notify(self, method: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await method(*args)
+        except Exception:  # noqa: BLE001 - a front end failing must not stop a rotation
+            logger.exception("observer %s failed", getattr(method, "__name__", method))
+
+
+class _StepMoved(Exception):
+    """The waiting step changed state between the decision insert and its update."""
+
+
+async def _set_step(session: AsyncSession, run_id: str, position: int, **values: Any) -> None:
+    await session.execute(update(Step).where(Step.run_id == run_id, Step.position == position).values(**values))
+
+
+async def _set_run(session: AsyncSession, run_id: str, **values: Any) -> None:
+    await session.execute(update(Run).where(Run.id == run_id).values(updated_at=utcnow(), **values))
+
+
+async def _close_secrets(session: AsyncSession, run_id: str) -> None:
+    await session.execute(update(RunSecret).where(RunSecret.run_id == run_id).values(open=None))

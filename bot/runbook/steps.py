@@ -1,0 +1,95 @@
+"""The building blocks of a runbook: step kinds, their outcomes and the actions people take.
+
+A step kind is code the engine runs; a runbook is an ordered tuple of step kinds. Step
+kinds know nothing about Slack: they return outcomes with plain text and user IDs, and a
+front end decides how to show them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.policy import Policy
+    from bot.runbook.context import StepContext
+    from bot.runbook.views import RunView
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button a person can press on a waiting step."""
+
+    name: str  # approve | deny | done
+    label: str
+    style: str | None = None  # primary | danger | None
+
+
+@dataclass(frozen=True)
+class Done:
+    detail: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    detail: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The step needs a person: `prompt` says what, `allowed_users` who may answer."""
+
+    prompt: str
+    allowed_users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The step failed; the run stops here. `denied` marks a refusal rather than an error."""
+
+    reason: str
+    denied: bool = False
+
+
+StepOutcome = Done | Skipped | Waiting | Failed
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    user_id: str
+
+
+class StepKind(ABC):
+    """One kind of step. Instances are stateless; per-run state lives in the database."""
+
+    kind: str = "step"
+    title: str = "Step"
+    actions: tuple[Action, ...] = ()
+    # Whether the step can run again from the start after the bot was killed while it ran.
+    # A step that changes something outside the bot must settle what happened first.
+    restartable: bool = True
+
+    @abstractmethod
+    async def execute(self, ctx: StepContext) -> StepOutcome:
+        """Run the step, or return Waiting when it needs a person."""
+
+    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
+        """Return the users who may answer this step when it waits; empty for automatic steps."""
+        return ()
+
+    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
+        """Return why `decision.user_id` may not take this action, or None if they may."""
+        return "this step takes no input"
+
+    async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
+        """Turn an accepted decision into the step's outcome."""
+        raise NotImplementedError(f"step {self.kind} takes no decisions")
+
+
+@dataclass(frozen=True)
+class Runbook:
+    name: str
+    title: str
+    steps: tuple[StepKind, ...]

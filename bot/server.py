@@ -1,0 +1,135 @@
+"""The `secretbot serve` process: wires configuration, storage, flyctl, the engine and Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import load_policy
+from bot.flyctl import FlyctlClient, Redactor
+from bot.policy import Policy
+from bot.runbook.context import Services
+from bot.runbook.engine import Engine
+from bot.sealing import Sealer
+from bot.settings import Settings
+from bot.storage.db import create_engine, create_session_factory, migrate, schema_is_current
+from handlers.http import SlackEndpoint
+from handlers.listeners import register
+from handlers.observer import SlackObserver
+from handlers.slack_app import SingleWorkspaceAuthorizer, create_app, create_client
+from runbooks import RUNBOOKS
+
+logger = logging.getLogger(__name__)
+
+# Fly sends SIGTERM on every deploy and waits kill_timeout (60 s in fly.toml) before
+# SIGKILL; running steps get most of that to finish.
+SHUTDOWN_GRACE_SECONDS = 45.0
+
+
+@dataclass
+class Bot:
+    web_app: web.Application
+    engine: Engine
+    database: AsyncEngine
+
+
+async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
+    token, signing_secret = settings.require_slack()
+    policy = policy or load_policy(settings.config_path)
+
+    database = create_engine(settings.database_url)
+    await migrate(database)
+    sessions = create_session_factory(database)
+
+    state_dir = _state_dir(settings)
+    redactor = Redactor()
+    flyctl = FlyctlClient(
+        executable=settings.flyctl,
+        api_token=settings.fly_api_token,
+        work_dir=state_dir / "flyctl-work",
+        config_dir=state_dir / "flyctl-config",
+        command_timeout=policy.fly.command_timeout,
+        deploy_timeout=policy.fly.deploy_timeout,
+        redactor=redactor,
+    )
+    services = Services(
+        policy=policy, sessions=sessions, flyctl=flyctl, sealer=Sealer.from_setting(settings.backup_key),
+        redactor=redactor,
+    )
+
+    client = create_client(token=token, base_url=settings.slack_api_url)
+    authorizer = SingleWorkspaceAuthorizer(client)
+    await authorizer.check()
+    slack_app = create_app(client=client, authorizer=authorizer)
+
+    engine: Engine
+    observer = SlackObserver(client=client, sessions=sessions, policy=policy,
+                             load_run=lambda run_id: engine.get_run(run_id))
+    engine = Engine(services=services, runbooks=RUNBOOKS, observer=observer)
+    register(slack_app, engine=engine, policy=policy, observer=observer)
+
+    endpoint = SlackEndpoint(slack_app, signing_secret)
+    web_app = web.Application(client_max_size=2 * 1024 * 1024)
+    web_app.router.add_post("/slack/events", endpoint.handle)
+    web_app.router.add_get("/healthz", _healthz(database))
+    return Bot(web_app=web_app, engine=engine, database=database)
+
+
+def _state_dir(settings: Settings) -> Path:
+    """Where flyctl's config and working directories live: beside the SQLite file if any."""
+    url = settings.database_url
+    if url.startswith("sqlite+aiosqlite:///") and not url.endswith(":memory:"):
+        base = Path(url[len("sqlite+aiosqlite:///") :]).resolve().parent
+    else:
+        base = Path.cwd()
+    return base / ".secretbot"
+
+
+def _healthz(database: AsyncEngine) -> web.Handler:
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            current = await asyncio.wait_for(schema_is_current(database), timeout=5)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", reported below
+            logger.warning("health check failed: database unreachable (%s)", type(exc).__name__)
+            return web.json_response({"status": "error", "database": "unreachable"}, status=503)
+        if not current:
+            return web.json_response({"status": "error", "database": "schema is not at the latest revision"},
+                                     status=503)
+        return web.json_response({"status": "ok", "database": "ok"})
+
+    return healthz
+
+
+async def serve(settings: Settings) -> None:
+    """Run the HTTP server until SIGTERM or SIGINT, then finish running steps and stop."""
+    bot = await build_bot(settings)
+    runner = web.AppRunner(bot.web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host="0.0.0.0", port=settings.port)
+    await site.start()
+    logger.info("secretbot listening port=%d", settings.port)
+
+    resumed = await bot.engine.resume()
+    if resumed:
+        logger.info("resumed %d run(s) left in progress", resumed)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    logger.info("shutting down; waiting up to %.0f s for running steps", SHUTDOWN_GRACE_SECONDS)
+    await site.stop()
+    await bot.engine.drain(SHUTDOWN_GRACE_SECONDS)
+    await runner.cleanup()
+    with suppress(Exception):
+        await bot.database.dispose()
+    logger.info("secretbot stopped")

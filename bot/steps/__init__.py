@@ -1,0 +1,1 @@
+"""Step kinds that runbooks are built from."""

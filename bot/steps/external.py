@@ -1,0 +1,43 @@
+"""A manual step: a person updates a system outside Fly and confirms with a button."""
+
+from __future__ import annotations
+
+from bot.policy import Policy
+from bot.runbook.context import StepContext
+from bot.runbook.steps import Action, Decision, Done, Skipped, StepKind, StepOutcome, Waiting
+from bot.runbook.views import RunView
+
+
+class ExternalUpdate(StepKind):
+    kind = "external"
+    title = "Update the external service"
+    actions = (Action("done", "Done", "primary"),)
+
+    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
+        users = [run.requester, *policy.slack.approvers]
+        return tuple(dict.fromkeys(users))
+
+    async def execute(self, ctx: StepContext) -> StepOutcome:
+        todo = [
+            ctx.policy.secrets[name]
+            for name in ctx.run.secret_names
+            if ctx.policy.secrets[name].external is not None
+        ]
+        if not todo:
+            return Skipped("Not applicable: no external system is configured for this secret.")
+        lines = []
+        for policy in todo:
+            line = f"{policy.name}: update {policy.external}."
+            if policy.instructions:
+                line += f" {policy.instructions}"
+            lines.append(line)
+        lines.append("Press Done when every system above is updated.")
+        return Waiting(prompt="\n".join(lines), allowed_users=self.allowed_users(ctx.run, ctx.policy))
+
+    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
+        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
+            return "Only the requester or an approver can confirm this step."
+        return None
+
+    async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
+        return Done("Confirmed")

@@ -1,0 +1,99 @@
+"""Setting the new values on Fly with `flyctl secrets import`, values on standard input."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.errors import FlyctlError, FlyctlTimeout, UnsafeValueError
+from bot.flyctl import encode_import
+from bot.runbook.context import StepContext, ValueLostError
+from bot.runbook.steps import Done, Failed, StepKind, StepOutcome
+
+logger = logging.getLogger(__name__)
+
+# Lines of flyctl's rollout transcript shown in the thread; the whole output goes to the log.
+TRANSCRIPT_LINES = 12
+
+
+class UpdateFlySecrets(StepKind):
+    kind = "fly_update"
+    title = "Update the Fly.io secret"
+    # flyctl may have stored the value before the bot died, so a restart must not simply
+    # run it again.
+    restartable = False
+
+    async def execute(self, ctx: StepContext) -> StepOutcome:
+        app = ctx.run.app
+        names = list(ctx.run.secret_names)
+        try:
+            values = await ctx.load_values()
+        except ValueLostError as exc:
+            return Failed(
+                f"{exc}. This happens when the bot restarts without SECRETBOT_BACKUP_KEY; "
+                "start a new rotation. Nothing was changed on Fly."
+            )
+        missing = [name for name in names if name not in values]
+        if missing:
+            return Failed(f"no new value is stored for {', '.join(missing)}; start a new rotation. Nothing was changed.")
+        try:
+            # Encoding first proves every value survives flyctl's import parser unchanged.
+            encode_import(values)
+        except UnsafeValueError as exc:
+            return Failed(f"{exc}. Nothing was changed on Fly.")
+
+        async with ctx.services.app_lock(app):
+            return await self._import(ctx, app, names, values)
+
+    async def _import(self, ctx: StepContext, app: str, names: list[str], values: dict[str, str]) -> StepOutcome:
+        before = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
+        await ctx.record_digests(before={name: before.get(name) for name in names})
+        await ctx.audit("fly.import.started", digests_before={name: before.get(name) for name in names})
+        await ctx.report(
+            f"Running `flyctl secrets import -a {app}` for {', '.join(names)} "
+            "(value on standard input); Fly restarts the app's machines one by one."
+        )
+
+        try:
+            result = await ctx.flyctl.import_secrets(app, {name: values[name] for name in names})
+        except FlyctlError as exc:
+            return await self._failed(ctx, app, names, before, exc)
+
+        await ctx.audit("fly.import.finished", exit_code=result.exit_code, seconds=round(result.duration, 1))
+        await ctx.clear_values()
+        transcript = _tail(result.stdout)
+        if transcript:
+            await ctx.report("flyctl output:\n" + transcript)
+        return Done(f"flyctl secrets import finished in {result.duration:.0f} s (exit 0).")
+
+    async def _failed(
+        self, ctx: StepContext, app: str, names: list[str], before: dict[str, str], exc: FlyctlError
+    ) -> StepOutcome:
+        what = "timed out" if isinstance(exc, FlyctlTimeout) else f"failed (exit {exc.exit_code})"
+        logger.warning("flyctl secrets import %s %s stderr=%s", what, ctx.log_context(), exc.stderr)
+        stored = await self._changed_digests(ctx, app, names, before)
+        await ctx.audit("fly.import.failed", exit_code=exc.exit_code, error=str(exc), stored=sorted(stored))
+        if exc.stdout or exc.stderr:
+            await ctx.report("flyctl output:\n" + _tail(exc.stdout + "\n" + exc.stderr))
+        if stored:
+            state = (
+                f"Fly reports a new digest for {', '.join(sorted(stored))}: the new value is stored, "
+                "but the rollout did not finish. Check the app before retrying."
+            )
+        else:
+            state = "Fly still reports the old digest, so the old value is in place."
+        return Failed(f"flyctl secrets import {what}: {exc}. {state}")
+
+    async def _changed_digests(
+        self, ctx: StepContext, app: str, names: list[str], before: dict[str, str]
+    ) -> set[str]:
+        try:
+            after = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
+        except FlyctlError as exc:
+            logger.warning("cannot read secrets after a failed import %s error=%s", ctx.log_context(), exc)
+            return set()
+        return {name for name in names if after.get(name) != before.get(name)}
+
+
+def _tail(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    return "\n".join(lines[-TRANSCRIPT_LINES:])

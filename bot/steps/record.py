@@ -1,0 +1,30 @@
+"""Documentation: the audit record of the whole rotation and its summary."""
+
+from __future__ import annotations
+
+from bot.runbook.context import StepContext
+from bot.runbook.steps import Done, StepKind, StepOutcome
+
+
+class RecordRotation(StepKind):
+    kind = "record"
+    title = "Document"
+
+    async def execute(self, ctx: StepContext) -> StepOutcome:
+        approvals = [step.actor for step in ctx.run.steps if step.kind == "approval" and step.actor]
+        approver = approvals[0] if approvals else None
+        for secret in ctx.run.secrets:
+            await ctx.audit(
+                "secret.rotated",
+                actor=ctx.run.requester,
+                secret=secret.name,
+                requested_by=ctx.run.requester,
+                approved_by=approver,
+                requested_at=ctx.run.created_at.isoformat(),
+                reason=ctx.run.reason,
+                digest_before=secret.digest_before,
+                digest_after=secret.digest_after,
+                outcome="rotated",
+            )
+        names = ", ".join(ctx.run.secret_names)
+        return Done(f"Audit record written: {names} on {ctx.run.app} rotated, digests recorded.")

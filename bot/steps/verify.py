@@ -1,0 +1,48 @@
+"""Verification: the app's machines came back healthy on the new release with the new digest."""
+
+from __future__ import annotations
+
+from bot.flyctl import verify_deployment
+from bot.runbook.context import StepContext
+from bot.runbook.steps import Done, Failed, StepKind, StepOutcome
+
+
+class VerifyDeployment(StepKind):
+    kind = "verify"
+    title = "Verify the deployment"
+
+    async def execute(self, ctx: StepContext) -> StepOutcome:
+        app = ctx.run.app
+        names = list(ctx.run.secret_names)
+        fly = ctx.policy.fly
+        health_url = fly.health_urls.get(app)
+        await ctx.report(
+            f"Checking machines, release, checks and digests of {app} for up to {fly.verify_timeout:.0f} s"
+            + (f", and GET {health_url}." if health_url else ".")
+        )
+        report = await verify_deployment(
+            ctx.flyctl,
+            app,
+            names,
+            digests_before={secret.name: secret.digest_before for secret in ctx.run.secrets},
+            timeout=fly.verify_timeout,
+            poll_interval=fly.verify_interval,
+            health_url=health_url,
+        )
+        await ctx.record_digests(after=report.digests_after)
+        await ctx.audit(
+            "verification.passed" if report.ok else "verification.failed",
+            problems=report.problems,
+            digests_after=report.digests_after,
+            machines=report.machines,
+            release=report.release_version,
+        )
+        if not report.ok:
+            return Failed("verification failed: " + "; ".join(report.problems))
+        detail = (
+            f"{report.machines} machine(s) started on release v{report.release_version} with passing checks; "
+            f"new digest for {', '.join(names)}"
+        )
+        if health_url:
+            detail += f"; {health_url} answered 2xx"
+        return Done(detail + ".")

@@ -1,0 +1,1 @@
+"""Database access: the ORM models, the async engine and the schema migrations."""

@@ -1,0 +1,191 @@
+"""ORM models. Every table here holds digests, IDs and ciphertext, never a secret value."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back as an aware datetime.
+
+    SQLite has no time zone type and returns naive values, so the zone is restored here.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    """One execution of a runbook (rotate, and later compromised or lost)."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    app: Mapped[str] = mapped_column(String(64))
+    requester: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(16), default="slack")
+    # pending | running | waiting | succeeded | failed | denied
+    status: Mapped[str] = mapped_column(String(16))
+    current_step: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    secrets: Mapped[list[RunSecret]] = relationship(
+        back_populates="run", order_by="RunSecret.position", lazy="selectin"
+    )
+    steps: Mapped[list[Step]] = relationship(back_populates="run", order_by="Step.position", lazy="selectin")
+
+
+class RunSecret(Base):
+    """A secret that a run changes, with its digests before and after."""
+
+    __tablename__ = "run_secrets"
+    __table_args__ = (
+        # At most one open run per app and secret, enforced by the database so that two
+        # bot processes cannot both start one.
+        Index(
+            "uq_run_secrets_open",
+            "app",
+            "name",
+            unique=True,
+            sqlite_where=text("open = 1"),
+            postgresql_where=text("open"),
+        ),
+        UniqueConstraint("run_id", "name", name="uq_run_secrets_run_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    app: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    open: Mapped[bool | None] = mapped_column(Boolean, default=True)
+    digest_before: Mapped[str | None] = mapped_column(String(128))
+    digest_after: Mapped[str | None] = mapped_column(String(128))
+
+    run: Mapped[Run] = relationship(back_populates="secrets")
+
+
+class Step(Base):
+    """One step of a run; its status is the checklist shown to people."""
+
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("run_id", "position", name="uq_steps_run_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    # pending | running | waiting | done | skipped | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    detail: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    run: Mapped[Run] = relationship(back_populates="steps")
+
+
+class Decision(Base):
+    """A person's answer to a waiting step; the unique key lets only the first one in."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("run_id", "position", name="uq_decisions_run_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(String(64))
+    # approve | deny | done
+    decision: Mapped[str] = mapped_column(String(16))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunThread(Base):
+    """Where a run is shown to people: for Slack, the channel and the parent message."""
+
+    __tablename__ = "run_threads"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    surface: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(64))
+    message_ts: Mapped[str] = mapped_column(String(32))
+
+
+class PendingValue(Base):
+    """A new value between the step that makes it and the step that applies it, encrypted."""
+
+    __tablename__ = "pending_values"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_pending_values_run_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # Identifies the key that encrypted the value, so a restart with another key is detected.
+    key_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditRecord(Base):
+    """Append-only audit trail; each record carries the hash of the one before it."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    app: Mapped[str | None] = mapped_column(String(64))
+    secret: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    # Unique, so two writers that read the same last record cannot both append after it.
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    def detail_fields(self) -> dict[str, Any]:
+        value = json.loads(self.detail)
+        return value if isinstance(value, dict) else {}

@@ -1,0 +1,184 @@
+"""Parsing the text of `/secret` into a command, with errors that show the right usage.
+
+Slack sends the text after the command as typed, except that it escapes `&`, `<` and `>`
+as HTML entities and may contain smart quotes or no-break spaces from copy and paste.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from bot.errors import CommandError
+from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
+
+ROTATE_USAGE = "/secret rotate NAME [NAME ...] [--app APP] [reason]"
+USAGES = (
+    (ROTATE_USAGE, "start a rotation of one or more secrets (one approval, one restart)"),
+    ("/secret help", "show this help"),
+)
+
+# Reasons are stored and shown in Slack; a limit keeps one message within Block Kit's
+# 3000-character section text.
+MAX_REASON_LENGTH = 500
+MAX_SECRETS_PER_RUN = 20
+
+# Tokens that look like an environment variable name: upper case, digits and underscores.
+_UPPER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-"})
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class RotateCommand:
+    names: tuple[str, ...]
+    app: str
+    reason: str | None
+
+
+Command = HelpCommand | RotateCommand
+
+
+def help_text() -> str:
+    lines = ["*secretbot commands*"]
+    lines += [f"`{usage}`: {what}" for usage, what in USAGES]
+    return "\n".join(lines)
+
+
+def normalize(text: str) -> str:
+    """Undo Slack's HTML escaping and fold the characters that copy and paste introduces."""
+    text = html.unescape(text)
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_DASHES)
+    # Directional marks are invisible, so they cannot be part of a name a person meant to type.
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def parse_command(text: str, policy: Policy) -> Command:
+    """Parse the text after `/secret`; raise CommandError with usage on any mistake."""
+    tokens = normalize(text).split()
+    if not tokens or tokens[0].lower() in ("help", "-h", "--help"):
+        return HelpCommand()
+    verb = tokens[0].lower()
+    if verb == "rotate":
+        return _parse_rotate(tokens[1:], policy)
+    suggestion = _close(verb, ["rotate", "help"])
+    hint = f" Did you mean `{suggestion}`?" if suggestion else ""
+    raise CommandError(f"Unknown command `{_shown(tokens[0])}`.{hint}\n{help_text()}")
+
+
+def _parse_rotate(tokens: list[str], policy: Policy) -> RotateCommand:
+    app, rest = _take_app_flag(tokens, policy)
+    names: list[str] = []
+    reason_tokens: list[str] = []
+    for token in rest:
+        if reason_tokens:
+            reason_tokens.append(token)
+            continue
+        if token in policy.secrets:
+            if token not in names:
+                names.append(token)
+            continue
+        if token.startswith("-"):
+            raise _usage_error(f"Unknown option `{_shown(token)}`; the only option is `--app APP`.")
+        if not names or _looks_like_name(token, policy):
+            raise _unknown_secret(token, policy)
+        reason_tokens.append(token)
+
+    if not names:
+        raise _usage_error("Name at least one secret to rotate.")
+    if len(names) > MAX_SECRETS_PER_RUN:
+        raise _usage_error(f"At most {MAX_SECRETS_PER_RUN} secrets can be rotated in one run, got {len(names)}.")
+    reason = " ".join(reason_tokens) or None
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise _usage_error(f"The reason is {len(reason)} characters long; keep it under {MAX_REASON_LENGTH}.")
+    return RotateCommand(names=tuple(names), app=app, reason=reason)
+
+
+def _take_app_flag(tokens: list[str], policy: Policy) -> tuple[str | None, list[str]]:
+    app: str | None = None
+    rest: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token == "--app" or token.startswith("--app="):
+            if app is not None:
+                raise _usage_error("`--app` is given twice.")
+            if token == "--app":
+                if index + 1 >= len(tokens):
+                    raise _usage_error("`--app` needs an app name.")
+                app = tokens[index + 1]
+                index += 2
+            else:
+                app = token.split("=", 1)[1]
+                index += 1
+            continue
+        rest.append(token)
+        index += 1
+    return _resolve_app(app, policy), rest
+
+
+def _resolve_app(app: str | None, policy: Policy) -> str:
+    configured = policy.fly.apps
+    if app is None:
+        if not configured:
+            raise CommandError("No Fly app is configured; add app names to fly.apps in secretbot.toml.")
+        return configured[0]
+    if app in configured:
+        return app
+    if not APP_NAME_PATTERN.match(app):
+        reason = f"`{_shown(app)}` is not a valid Fly app name."
+    else:
+        reason = f"Unknown app `{app}`."
+    suggestion = _close(app, list(configured))
+    if suggestion:
+        reason += f" Did you mean `{suggestion}`?"
+    reason += f" Configured apps: {', '.join(f'`{name}`' for name in configured) or 'none'}."
+    raise _usage_error(reason)
+
+
+def _looks_like_name(token: str, policy: Policy) -> bool:
+    if _UPPER_NAME.match(token) and len(token) > 1:
+        return True
+    return any(token.lower() == name.lower() for name in policy.secrets)
+
+
+def _unknown_secret(token: str, policy: Policy) -> CommandError:
+    if not SECRET_NAME_PATTERN.match(token):
+        message = f"`{_shown(token)}` is not a valid secret name; names are letters, digits and underscores."
+    else:
+        message = f"Unknown secret `{token}`."
+    same_letters = [name for name in policy.secrets if name.lower() == token.lower()]
+    suggestion = same_letters[0] if same_letters else _close(token, list(policy.secrets))
+    if suggestion:
+        message += f" Did you mean `{suggestion}`?"
+        if same_letters:
+            message += " Secret names are case-sensitive."
+    return _usage_error(message)
+
+
+def _usage_error(message: str) -> CommandError:
+    return CommandError(f"{message}\nUsage: `{ROTATE_USAGE}`")
+
+
+def _close(word: str, candidates: list[str]) -> str | None:
+    by_upper = {candidate.upper(): candidate for candidate in candidates}
+    matches = difflib.get_close_matches(word.upper(), list(by_upper), n=1, cutoff=0.6)
+    return by_upper[matches[0]] if matches else None
+
+
+def _shown(token: str) -> str:
+    """Quote user input inside a Slack code span, shortened and escaped.
+
+    Escaping `<`, `>` and `&` keeps text like `<!channel>` from becoming a mention.
+    """
+    cleaned = token.replace("`", "'")
+    cleaned = cleaned if len(cleaned) <= 60 else cleaned[:57] + "..."
+    return cleaned.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

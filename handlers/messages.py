@@ -1,0 +1,199 @@
+"""Every Slack message secretbot posts, built in one place so the wording stays consistent.
+
+Text from outside (flyctl output, reasons, step details) is escaped before it goes into
+mrkdwn, so `<!channel>` or `<@U123>` in it cannot ping anyone. Block Kit limits
+(3000 characters per section, 150 per header, 50 blocks per message) are enforced here.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from bot.runbook.views import RunView, StepView
+
+SECTION_LIMIT = 3000
+HEADER_LIMIT = 150
+# chat.update rejects top-level text over 4000 characters (msg_too_long).
+TEXT_LIMIT = 3900
+BLOCKS_PER_MESSAGE = 50
+
+STATUS_ICONS = {
+    "pending": ":white_circle:",
+    "running": ":hourglass_flowing_sand:",
+    "waiting": ":raised_hand:",
+    "done": ":white_check_mark:",
+    "skipped": ":heavy_minus_sign:",
+    "failed": ":x:",
+}
+RUN_STATUS_TEXT = {
+    "pending": "starting",
+    "running": "running",
+    "waiting": "waiting for input",
+    "succeeded": "done",
+    "failed": "failed",
+    "denied": "denied",
+}
+DECISION_VERBS = {"approve": "approved", "deny": "denied", "done": "confirmed"}
+ACTION_PREFIX = "step_"
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def mention(user_id: str) -> str:
+    return f"<@{user_id}>"
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_LIMIT)}}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_LIMIT)}]}
+
+
+def code_block(text: str) -> str:
+    # Three backticks inside the output would close the block early.
+    return "```" + escape(text.replace("```", "'''")) + "```"
+
+
+def run_headline(run: RunView) -> str:
+    return f"{run.title} {', '.join(run.secret_names)} on {run.app}"
+
+
+def step_line(run: RunView, step: StepView) -> str:
+    icon = STATUS_ICONS.get(step.status, ":grey_question:")
+    line = f"{icon} {step.position + 1}. *{escape(step.title)}*"
+    if step.status == "pending" and run.finished:
+        return line + " (not run)"
+    if step.status in ("done", "skipped", "failed") and step.detail:
+        first_line = step.detail.splitlines()[0]
+        line += f": {escape(truncate(first_line, 300))}"
+    if step.actor and step.status in ("done", "failed"):
+        line += f" ({mention(step.actor)})"
+    if step.status == "waiting":
+        line += ": waiting"
+    return line
+
+
+def parent_message(run: RunView) -> tuple[str, list[dict[str, Any]]]:
+    """Build the run's parent message: a header, who and why, the live checklist and buttons."""
+    status = RUN_STATUS_TEXT.get(run.status, run.status)
+    text = truncate(f"{run_headline(run)}: {status}", TEXT_LIMIT)
+    header = truncate(run_headline(run), HEADER_LIMIT)
+    about = f"Requested by {mention(run.requester)} · run `{run.id}` · status: *{status}*"
+    if run.reason:
+        about += f"\nReason: {escape(run.reason)}"
+
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header}},
+        section(about),
+        section("\n".join(step_line(run, step) for step in run.steps)),
+    ]
+    waiting = run.waiting_step
+    if waiting is not None and waiting.actions and not run.finished:
+        blocks.append(section(f"*{escape(waiting.title)}*\n{escape(waiting.detail or '')}"))
+        blocks.append(action_buttons(run, waiting))
+        if waiting.allowed_users:
+            blocks.append(context("Can answer: " + ", ".join(mention(user) for user in waiting.allowed_users)))
+    if run.finished and run.outcome:
+        blocks.append(section(f"*Outcome:* {escape(truncate(run.outcome, 2500))}"))
+    return text, blocks[:BLOCKS_PER_MESSAGE]
+
+
+def action_buttons(run: RunView, step: StepView) -> dict[str, Any]:
+    # A new block_id per rendering keeps Slack from reusing the state of an earlier one.
+    block_id = f"actions:{run.id}:{step.position}:{time.monotonic_ns()}"
+    elements = []
+    for action in step.actions:
+        button: dict[str, Any] = {
+            "type": "button",
+            "action_id": f"{ACTION_PREFIX}{action.name}",
+            "text": {"type": "plain_text", "text": action.label},
+            "value": f"{run.id}:{step.position}",
+        }
+        if action.style:
+            button["style"] = action.style
+        elements.append(button)
+    return {"type": "actions", "block_id": block_id, "elements": elements}
+
+
+def step_reply(run: RunView, step: StepView) -> str | None:
+    """Return the thread reply for a step's new status, or None when nothing is worth posting."""
+    prefix = f"*Step {step.position + 1}/{len(run.steps)}: {escape(step.title)}*"
+    if step.status == "running":
+        return None if step.actions else f"{STATUS_ICONS['running']} {prefix} started."
+    if step.status == "waiting":
+        lines = [f"{STATUS_ICONS['waiting']} {prefix}", escape(step.detail or "")]
+        if step.allowed_users:
+            lines.append("Can answer: " + ", ".join(mention(user) for user in step.allowed_users))
+        lines.append("Use the buttons on the message above.")
+        return "\n".join(line for line in lines if line)
+    icon = STATUS_ICONS.get(step.status, "")
+    detail = escape(step.detail or "")
+    by = f" by {mention(step.actor)}" if step.actor and step.status in ("done", "failed") else ""
+    return truncate(f"{icon} {prefix}{by}\n{detail}".rstrip(), TEXT_LIMIT)
+
+
+def progress_reply(run: RunView, step: StepView, message: str) -> str:
+    head, _, rest = message.partition("\n")
+    text = f"{STATUS_ICONS['running']} *{escape(step.title)}*: {escape(head)}"
+    if rest:
+        text += "\n" + code_block(truncate(rest, 2500))
+    return truncate(text, TEXT_LIMIT)
+
+
+def summary_reply(run: RunView) -> str:
+    approver = next((step.actor for step in run.steps if step.kind == "approval" and step.actor), None)
+    lines = [f"*Summary: {escape(run_headline(run))}* is *{RUN_STATUS_TEXT.get(run.status, run.status)}*"]
+    lines.append(f"Requested by {mention(run.requester)}" + (f", approved by {mention(approver)}" if approver and run.status != "denied" else ""))
+    if run.reason:
+        lines.append(f"Reason: {escape(run.reason)}")
+    for secret in run.secrets:
+        if secret.digest_before or secret.digest_after:
+            lines.append(f"{secret.name}: digest `{secret.digest_before or '?'}` → `{secret.digest_after or 'unchanged'}`")
+    if run.finished_at:
+        lines.append(f"Took {_duration(run.created_at, run.finished_at)}; run `{run.id}`.")
+    if run.status != "succeeded" and run.outcome:
+        lines.append(f"Reason for stopping: {escape(truncate(run.outcome, 1500))}")
+    return truncate("\n".join(lines), TEXT_LIMIT)
+
+
+def started_reply(run: RunView, permalink: str | None) -> str:
+    where = f"<{permalink}|the runbook thread>" if permalink else "the runbook channel"
+    return f"Started {escape(run_headline(run))} (run `{run.id}`). Follow it in {where}."
+
+
+def starting_ack(names: tuple[str, ...], app: str) -> str:
+    return f"Starting the rotation of {', '.join(names)} on {app}…"
+
+
+def already_open_reply(secret: str, app: str, permalink: str | None) -> str:
+    where = f": <{permalink}|open run>" if permalink else "."
+    return f"{secret} on {app} already has a run in progress{where} Finish or stop that one first."
+
+
+def already_decided_reply(user_id: str, action: str, decided_at: datetime) -> str:
+    verb = DECISION_VERBS.get(action, action)
+    return f"This step was already {verb} by {mention(user_id)} at {decided_at:%Y-%m-%d %H:%M:%S} UTC."
+
+
+def rejected_reply(reason: str) -> str:
+    return f"Nothing was changed: {escape(reason)}"
+
+
+def _duration(start: datetime, end: datetime) -> str:
+    seconds = int((end - start).total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60} s"

@@ -1,0 +1,8 @@
+"""Runbook definitions, each an ordered list of step kinds that the engine runs."""
+
+from __future__ import annotations
+
+from bot.runbook.steps import Runbook
+from runbooks.rotate import ROTATE
+
+RUNBOOKS: dict[str, Runbook] = {runbook.name: runbook for runbook in (ROTATE,)}

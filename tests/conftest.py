@@ -1,0 +1,112 @@
+"""Shared fixtures: the Slack stand-in, the flyctl stand-in's state, and the bot process."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.botprocess import SIGNING_SECRET, BotProcess, write_flyctl_wrapper
+from tests.standins.fly_state import FlyState
+from tests.standins.slack_api import SlackStandin
+from tests.standins.slack_driver import SlackDriver
+
+APP = "hotel-voice-bot"
+REQUESTER = "U0AAA"
+APPROVER = "U0BBB"
+BYSTANDER = "U0CCC"
+CHANNEL = "C0123OPS"
+
+POSTGRES_ADMIN_DSN = os.environ.get("SECRETBOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # slack_sdk hands proxy variables to aiohttp even for 127.0.0.1.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackStandin]:
+    async with SlackStandin(users=[REQUESTER, APPROVER, BYSTANDER], channels=[CHANNEL]) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def fly(tmp_path: Path) -> FlyState:
+    state = FlyState(tmp_path / "fly-state.json")
+    state.add_app(APP, machines=2, checks_per_machine=1, ip=True)
+    state.add_app("hotel-staging", machines=1, checks_per_machine=1, ip=False)
+    for name, value in (
+        ("JWT_SECRET", "old-jwt-secret-value"),
+        ("ENCRYPTION_KEY", "00" * 32),
+        ("WAHA_WEBHOOK_TOKEN", "old-webhook-token"),
+        ("OPENAI_API_KEY", "sk-old-openai-key"),
+    ):
+        state.set_secret(APP, name, value)
+    state.set_secret("hotel-staging", "JWT_SECRET", "staging-jwt-secret")
+    return state
+
+
+@pytest.fixture
+def flyctl_log(tmp_path: Path) -> Path:
+    return tmp_path / "flyctl-invocations.jsonl"
+
+
+@pytest.fixture
+def flyctl_wrapper(tmp_path: Path, fly: FlyState, flyctl_log: Path) -> Path:
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    return write_flyctl_wrapper(directory, state=fly.path, log=flyctl_log)
+
+
+@pytest.fixture
+def bot_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "bot"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+async def bot(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> AsyncIterator[BotProcess]:
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
+    await process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def driver(bot: BotProcess, slack: SlackStandin) -> SlackDriver:
+    return SlackDriver(bot_url=bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    asyncpg = pytest.importorskip("asyncpg")
+    import asyncio
+
+    name = f"secretbot_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL at {POSTGRES_ADMIN_DSN} is not available: {exc}")
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
