@@ -7,6 +7,7 @@ FAKE_* variables request. Integration tests against the flyctl stand-in come las
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.errors import CommandError, FlyctlError, FlyctlNotFound, FlyctlOutputError, FlyctlTimeout, UnsafeValueError
-from bot.flyctl import AppStatus, Check, FlyctlClient, FlySecret, Release, parse_import
+from bot.flyctl import AppStatus, Check, FlyctlClient, FlySecret, Release, encode_import, parse_import
 from bot.redact import MASK, Redactor
+from tests.standins.fly_state import STANDIN_PATH, FlyState
 
 TOKEN = "FlyV1 fm2_test-token-not-real"
 
@@ -486,3 +490,173 @@ async def test_releases_unknown_shape(fake: Fake, stdout: str) -> None:
 
 def test_process_gone_detects_live_process() -> None:
     assert not process_gone(os.getpid())
+
+
+# --- against the flyctl stand-in ---------------------------------------------------
+
+AWKWARD_VALUES = {
+    "JWT_SECRET": 'new "value" # with a comment sign ',
+    "TLS_KEY": PEM,
+    "SPACED": "  leading and trailing  ",
+    "SINGLE": "'single quoted'",
+    "EQUALS": "a=b==c",
+    "DOLLAR": "$HOME and \\n literal",
+    "BARE_HASH": 'a"b#c',
+    "UNICODE": "pässwörd ☃",
+    "EMPTY": "",
+}
+
+
+@dataclass
+class Standin:
+    state: FlyState
+    log_path: Path
+    work_dir: Path
+    config_dir: Path
+
+    def client(self, *, api_token: str = TOKEN, command_timeout: float = 30.0) -> FlyctlClient:
+        return FlyctlClient(
+            str(STANDIN_PATH),
+            api_token=api_token,
+            work_dir=self.work_dir,
+            config_dir=self.config_dir,
+            command_timeout=command_timeout,
+            deploy_timeout=command_timeout,
+            extra_env=self.state.env(log_path=self.log_path),
+            kill_grace=2.0,
+        )
+
+    def invocations(self) -> list[dict[str, Any]]:
+        return FlyState.invocations(self.log_path)
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Standin:
+    state = FlyState(tmp_path / "fly-state.json")
+    state.add_app("my-app", machines=2)
+    state.set_secret("my-app", "JWT_SECRET", "old-value-1234")
+    return Standin(
+        state=state,
+        log_path=tmp_path / "calls.jsonl",
+        work_dir=tmp_path / "work",
+        config_dir=tmp_path / "home" / ".fly",
+    )
+
+
+async def test_standin_version(standin: Standin) -> None:
+    assert (await standin.client().version()).startswith("flyctl v0.4.87")
+
+
+async def test_standin_import_byte_exact(standin: Standin) -> None:
+    result = await standin.client().import_secrets("my-app", AWKWARD_VALUES)
+    assert result.exit_code == 0
+    for name, value in AWKWARD_VALUES.items():
+        assert standin.state.secret_value("my-app", name) == value, name
+
+
+async def test_standin_import_argv_and_env(standin: Standin) -> None:
+    await standin.client().import_secrets("my-app", AWKWARD_VALUES)
+    call = standin.invocations()[-1]
+    assert call["argv"] == ["secrets", "import", "--app", "my-app"]
+    assert call["stdin_bytes"] == len(encode_import(AWKWARD_VALUES).encode("utf-8"))
+    assert call["cwd"] == str(standin.work_dir)
+    for forbidden in ("LOG_LEVEL", "SLACK_BOT_TOKEN", "DATABASE_URL", "FLY_ACCESS_TOKEN"):
+        assert forbidden not in call["env_keys"]
+
+
+async def test_standin_list_digests(standin: Standin) -> None:
+    await standin.client().import_secrets("my-app", {"JWT_SECRET": "fresh-value-5678", "NEW_ONE": "x-1234"})
+    secrets = await standin.client().list_secrets("my-app")
+    assert {secret.name: secret.digest for secret in secrets} == {
+        "JWT_SECRET": standin.state.secret_digest("my-app", "JWT_SECRET"),
+        "NEW_ONE": standin.state.secret_digest("my-app", "NEW_ONE"),
+    }
+    assert {secret.status for secret in secrets} == {"Deployed"}
+
+
+@pytest.mark.parametrize("list_format", ["v0.3", "legacy"])
+async def test_standin_older_list_formats(standin: Standin, list_format: str) -> None:
+    standin.state.set_list_format("my-app", list_format)
+    secrets = await standin.client().list_secrets("my-app")
+    assert secrets == [FlySecret("JWT_SECRET", standin.state.secret_digest("my-app", "JWT_SECRET"), None)]
+
+
+async def test_standin_status_and_releases(standin: Standin) -> None:
+    status = await standin.client().status("my-app")
+    releases = await standin.client().releases("my-app")
+    assert status.version == 1
+    assert sorted(machine.id for machine in status.machines) == standin.state.machine_ids("my-app")
+    assert {machine.release_version for machine in status.machines} == {"1"}
+    assert releases[0] == Release(version=1, status="complete", created_at=releases[0].created_at)
+
+
+async def test_standin_app_not_found(standin: Standin) -> None:
+    with pytest.raises(FlyctlError, match="app ghost-app was not found"):
+        await standin.client().status("ghost-app")
+
+
+async def test_standin_revoked_token(standin: Standin) -> None:
+    standin.state.set_accepted_tokens(["some-other-token"])
+    with pytest.raises(FlyctlError) as caught:
+        await standin.client().status("my-app")
+    message = str(caught.value)
+    assert message == (
+        "flyctl status for app my-app failed: failed to get app: "
+        "failed to run a GraphQL query: You must be authenticated to view this."
+    )
+    assert "fm2_test-token" not in caught.value.stderr
+
+
+async def test_standin_rollout_failure(standin: Standin) -> None:
+    standin.state.inject("my-app", "secrets import", failure="health_timeout")
+    with pytest.raises(FlyctlError, match="timeout reached waiting for health checks") as caught:
+        await standin.client().import_secrets("my-app", {"JWT_SECRET": "rolled-half-way"})
+    assert caught.value.exit_code == 1
+    assert "rolled-half-way" not in caught.value.stdout + caught.value.stderr
+
+
+async def test_standin_hang_times_out(standin: Standin) -> None:
+    standin.state.inject("my-app", "secrets import", failure="hang")
+    started = time.monotonic()
+    with pytest.raises(FlyctlTimeout, match="secrets import for app my-app"):
+        await standin.client(command_timeout=1.0).import_secrets("my-app", {"JWT_SECRET": "never-confirmed"})
+    assert time.monotonic() - started < 10
+
+
+async def test_standin_garbage_json(standin: Standin) -> None:
+    standin.state.inject("my-app", "status", failure="garbage_json")
+    with pytest.raises(FlyctlOutputError, match="status --json for app my-app"):
+        await standin.client().status("my-app")
+
+
+async def test_standin_panic(standin: Standin) -> None:
+    standin.state.inject("my-app", "secrets list", failure="panic")
+    with pytest.raises(FlyctlError) as caught:
+        await standin.client().list_secrets("my-app")
+    assert caught.value.exit_code == 3
+    assert "exited with code 3" in str(caught.value)
+
+
+async def test_standin_rejects_nothing_on_unsafe(standin: Standin) -> None:
+    with pytest.raises(UnsafeValueError):
+        await standin.client().import_secrets("my-app", {"JWT_SECRET": "bad\r\nvalue"})
+    assert standin.invocations() == []
+    assert standin.state.secret_value("my-app", "JWT_SECRET") == "old-value-1234"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=st.text(
+        alphabet=st.sampled_from(list(" \t\"'#=\n\r\\$-aZ09") + ["é", "☃"]),
+        max_size=30,
+    )
+)
+def test_standin_agrees_with_model(standin: Standin, value: str) -> None:
+    # The stand-in has its own import parser, so this cross-checks parse_import.
+    try:
+        text = encode_import({"PROBE": value})
+    except UnsafeValueError:
+        return
+    assert parse_import(text) == {"PROBE": value}
+    asyncio.run(standin.client().import_secrets("my-app", {"PROBE": value}))
+    assert standin.state.secret_value("my-app", "PROBE") == value

@@ -77,7 +77,9 @@ class FlyctlClient:
     async def version(self) -> str:
         """Return flyctl's version line, e.g. "flyctl v0.4.87 linux/amd64 …"."""
         completed = await self._runner.run(["version"], app="-", command="version", timeout=self.command_timeout)
-        lines = completed.result.stdout.strip().splitlines()
+        # Unredacted on purpose: the line contains no input, but its 40-hex commit ID
+        # looks like key material to the redactor.
+        lines = completed.raw_stdout.strip().splitlines()
         return lines[0] if lines else ""
 
     async def list_secrets(self, app: str) -> list[FlySecret]:

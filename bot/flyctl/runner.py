@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -95,12 +96,32 @@ def build_env(
     return env
 
 
-def last_error_line(stderr: str) -> str | None:
-    """Return the text of the last `Error:` line flyctl printed, without the prefix."""
-    for line in reversed(stderr.splitlines()):
-        if line.startswith("Error:"):
-            return line.removeprefix("Error:").strip()
-    return None
+# The line that carries the API message after a multi-line GraphQL query in stderr,
+# e.g. "}: Could not find App" or ": You must be authenticated to view this."
+_QUERY_TAIL = re.compile(r"^\}?\s*:\s+(?P<message>\S.*)$")
+
+
+def error_message(stderr: str) -> str | None:
+    """Return the message of the last `Error:` line flyctl printed, without the prefix.
+
+    fly-go wraps GraphQL errors as "failed to run <query text>: <API message>", and the
+    query text spans many lines. For those the API message is taken from the line
+    after the query, so the result stays one readable line.
+    """
+    lines = stderr.splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith("Error:")]
+    if not starts:
+        return None
+
+    start = starts[-1]
+    text = lines[start].removeprefix("Error:").strip()
+    if text.endswith("failed to run") or text.endswith("{"):
+        for line in lines[start + 1 :]:
+            match = _QUERY_TAIL.match(line)
+            if match:
+                prefix = text.split("failed to run", 1)[0]
+                return f"{prefix}failed to run a GraphQL query: {match['message']}"
+    return text
 
 
 def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
@@ -246,7 +267,7 @@ class Runner:
 
     @staticmethod
     def _failure_message(result: CommandResult, *, app: str, command: str) -> str:
-        error_line = last_error_line(result.stderr)
+        error_line = error_message(result.stderr)
         if "Could not find App" in result.stderr:
             return (
                 f"flyctl {command} failed: app {app} was not found on Fly.io; "

@@ -72,7 +72,7 @@ class _ServerHandle:
 
 
 class SlackStandin:
-    """A Slack workspace with one bot, served over HTTP on 127.0.0.1 at a free port."""
+    """A Slack workspace with one bot, served over HTTP on 127.0.0.1."""
 
     def __init__(
         self,
@@ -89,13 +89,16 @@ class SlackStandin:
         trigger_ttl: float = 3.0,
         response_url_ttl: float = 30 * 60,
         response_url_max_uses: int = 5,
+        port: int = 0,
     ) -> None:
         """Create the workspace; every user in `users` is a member of every channel in `channels`.
 
         The TTLs are in seconds. Slack's values are 3 s for a trigger_id and 30 minutes
-        (at most 5 uses) for a response_url; tests of expiry pass shorter ones.
+        (at most 5 uses) for a response_url, and tests of expiry pass shorter ones.
+        `port` 0 picks a free port.
         """
         self.bot_token = bot_token
+        self.port = port
         self.scopes = list(scopes)
         self.workspace = Workspace(
             team_id=team_id,
@@ -123,13 +126,13 @@ class SlackStandin:
     # Lifecycle
 
     async def start(self) -> None:
-        """Bind 127.0.0.1 on a free port and start serving requests."""
+        """Bind 127.0.0.1 on `port` (a free one when 0) and start serving requests."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_method)
         app.router.add_post("/response/{url_id}", self._handle_response_url)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         await site.start()
         port = runner.addresses[0][1]
         self._server = _ServerHandle(runner=runner, port=port)

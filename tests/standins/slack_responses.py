@@ -1,8 +1,8 @@
 """Messages the bot sends back outside the Web API: response_url posts and view acknowledgements.
 
 Slack accepts a response_url at most 5 times within 30 minutes of the command or
-interaction that carried it. A view_submission is answered in the HTTP response
-itself, with an empty body or a `response_action`.
+interaction that carried it. The bot acknowledges a view_submission in the HTTP
+response itself, with an empty body or a `response_action`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -633,7 +636,8 @@ async def test_bad_view_acknowledgement_recorded(slack: SlackStandin, client: As
     too_long_title = modal(title={"type": "plain_text", "text": "t" * 25})
 
     slack.apply_view_response(view_id, status=200, body="Thanks!")
-    slack.apply_view_response(view_id, status=200, body=json.dumps({"response_action": "update", "view": too_long_title}))
+    rejected_update = {"response_action": "update", "view": too_long_title}
+    slack.apply_view_response(view_id, status=200, body=json.dumps(rejected_update))
 
     assert len(slack.view_response_problems) == 2
     assert "not JSON" in slack.view_response_problems[0]
@@ -834,7 +838,8 @@ async def test_submit_view_fills_state(
     view = modal(blocks=[*modal()["blocks"], approver_input])
     view_id = (await client.views_open(trigger_id=slack.new_trigger_id("U0AAA"), view=view))["view"]["id"]
 
-    response = await driver.submit_view(view_id=view_id, user_id="U0AAA", values={"approver": {"approver_user": "U0BBB"}})
+    values = {"approver": {"approver_user": "U0BBB"}}
+    response = await driver.submit_view(view_id=view_id, user_id="U0AAA", values=values)
     state = response.payload["view"]["state"]["values"]
 
     assert state["approver"]["approver_user"] == {"type": "users_select", "selected_user": "U0BBB"}
@@ -952,3 +957,42 @@ async def test_bolt_event_publishes_home(slack: SlackStandin, bolt_url: str) -> 
     assert first.status == 200
     assert retry.status == 200
     assert home.blocks[0]["text"]["text"] == "Rotations"
+
+
+# Separate process
+
+
+async def test_cli_serves_and_writes_state(tmp_path: Path) -> None:
+    state_file = tmp_path / "slack-state.json"
+    repository = Path(__file__).resolve().parents[2]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.standins.slack_cli",
+        "--port",
+        "0",
+        "--state-out",
+        str(state_file),
+        "--max-seconds",
+        "30",
+        cwd=repository,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        first_line = (await asyncio.wait_for(process.stdout.readline(), timeout=10)).decode()
+        base_url = first_line.strip().removeprefix("SLACK_API_URL=")
+        posted = await AsyncWebClient(token=TOKEN, base_url=base_url).chat_postMessage(channel=CHANNEL, text="hi")
+        process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(process.wait(), timeout=10)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    state = json.loads(state_file.read_text())
+
+    assert first_line.startswith("SLACK_API_URL=http://127.0.0.1:")
+    assert exit_code == 0
+    assert state["messages"][CHANNEL][0]["ts"] == posted["ts"]
+    assert [call["method"] for call in state["calls"]] == ["chat.postMessage"]

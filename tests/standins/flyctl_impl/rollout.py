@@ -143,6 +143,7 @@ def run(
     detach: bool,
     dns_checks: bool,
     new_image: dict[str, str] | None = None,
+    strategy: str | None = None,
 ) -> None:
     """Roll the app's machines onto a new release, printing flyctl's transcript.
 
@@ -160,7 +161,7 @@ def run(
             MachinePlan(machine["id"], machine["process_group"], machine["state"] in model.LAUNCH_STATES, len(machine["checks"]))
             for machine in model.active_machines(app)
         ]
-        strategy = app["strategy"]
+        strategy = strategy or app["strategy"]
         version = release["version"]
         release_id = release["id"]
         secrets_version = app["secrets_version"]

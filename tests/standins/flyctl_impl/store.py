@@ -80,7 +80,8 @@ def save(path: str, state: State) -> None:
     descriptor, temporary = tempfile.mkstemp(prefix=".fly-state-", dir=directory)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(state, file, indent=2, ensure_ascii=False)
+            # ASCII escapes keep surrogate-escaped bytes of non-UTF-8 values round-trippable.
+            json.dump(state, file, indent=2)
             file.write("\n")
         os.replace(temporary, path)
     except BaseException:

@@ -1,0 +1,94 @@
+"""Helpers that read a runbook thread from the Slack stand-in the way a person would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tests.standins.slack_api import SlackStandin
+from tests.standins.slack_state import Message
+
+CHANNEL = "C0123OPS"
+
+
+def run_messages(slack: SlackStandin) -> list[Message]:
+    """Top-level messages the bot posted in the runbook channel."""
+    return [message for message in slack.messages(CHANNEL) if message.bot_id is not None]
+
+
+async def wait_for_parent(slack: SlackStandin, *, index: int = 0, timeout: float = 15) -> Message:
+    async def found() -> Message | None:
+        messages = run_messages(slack)
+        return messages[index] if len(messages) > index else None
+
+    result: Message = await slack.wait_for(found, timeout=timeout, description=f"run message #{index} posted")
+    return result
+
+
+async def wait_for_buttons(slack: SlackStandin, parent: Message, action_id: str, *, timeout: float = 15) -> Message:
+    async def has_button() -> Message | None:
+        message = slack.message(CHANNEL, parent.ts)
+        if message is not None and action_id in json.dumps(message.blocks):
+            return message
+        return None
+
+    result: Message = await slack.wait_for(has_button, timeout=timeout, description=f"button {action_id} shown")
+    return result
+
+
+async def wait_for_status(slack: SlackStandin, parent: Message, status: str, *, timeout: float = 30) -> Message:
+    """Wait until the parent message's fallback text ends with `: <status>`."""
+
+    async def reached() -> Message | None:
+        message = slack.message(CHANNEL, parent.ts)
+        if message is not None and message.text.endswith(f": {status}"):
+            return message
+        return None
+
+    result: Message = await slack.wait_for(reached, timeout=timeout, description=f"run status '{status}'")
+    return result
+
+
+def thread_texts(slack: SlackStandin, parent: Message) -> list[str]:
+    return [reply.text for reply in slack.replies(CHANNEL, parent.ts)]
+
+
+def response_texts(slack: SlackStandin, user: str | None = None) -> list[str]:
+    """Texts the bot sent back through response_url or as ephemerals (only the user sees them)."""
+    return [ephemeral.text for ephemeral in slack.ephemerals(user)]
+
+
+def slack_traffic(slack: SlackStandin) -> str:
+    """Everything the bot sent to Slack, as one string to search for leaked values."""
+    return json.dumps([{"method": call.method, "args": call.args} for call in slack.calls], default=str)
+
+
+def database_bytes(path: Path) -> bytes:
+    """The SQLite file and its WAL, where recent writes sit until a checkpoint."""
+    data = b""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        candidate = Path(str(path) + suffix)
+        if candidate.exists():
+            data += candidate.read_bytes()
+    return data
+
+
+def query(path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
+    connection = sqlite3.connect(path)
+    connection.row_factory = sqlite3.Row
+    try:
+        return list(connection.execute(sql, params))
+    finally:
+        connection.close()
+
+
+def parent_step_lines(message: Message) -> list[str]:
+    """The checklist lines of a parent message, one per step."""
+    for block in message.blocks:
+        text = block.get("text", {}).get("text", "") if block.get("type") == "section" else ""
+        lines = text.splitlines()
+        if lines and all(line.startswith(":") for line in lines) and len(lines) >= 3:
+            return lines
+    raise AssertionError(f"no checklist in message {message.ts}: {message.blocks!r}")

@@ -1,0 +1,374 @@
+"""Parsing the text of `/secret` as Slack delivers it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.errors import CommandError
+from bot.policy import BUILTIN_SECRETS, FlySettings, Policy, Priority, SecretPolicy, SlackSettings, Source
+from handlers.command_text import (
+    MAX_REASON_LENGTH,
+    MAX_SECRETS_PER_RUN,
+    ROTATE_USAGE,
+    HelpCommand,
+    RotateCommand,
+    parse_command,
+)
+
+APPS = ("hotel-voice-bot", "hotel-worker")
+# Slack rejects chat.postEphemeral text over 4,000 characters with msg_too_long.
+SLACK_TEXT_LIMIT = 4000
+
+POLICY = Policy(slack=SlackSettings(), fly=FlySettings(apps=APPS), secrets=dict(BUILTIN_SECRETS))
+
+
+def rotate(text: str, policy: Policy = POLICY) -> RotateCommand:
+    command = parse_command(text, policy)
+    assert isinstance(command, RotateCommand)
+    return command
+
+
+def error_for(text: str, policy: Policy = POLICY) -> str:
+    with pytest.raises(CommandError) as info:
+        parse_command(text, policy)
+    return str(info.value)
+
+
+# --- help and unknown commands -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "   ", "help", "HELP", "Help me", "--help", "-h"])
+def test_help_forms(text: str) -> None:
+    assert parse_command(text, POLICY) == HelpCommand()
+
+
+def test_unknown_verb_suggests_rotate() -> None:
+    message = error_for("rotat JWT_SECRET")
+    assert "Did you mean `rotate`?" in message
+    assert ROTATE_USAGE in message
+
+
+def test_verb_case_insensitive() -> None:
+    assert rotate("ROTATE JWT_SECRET").names == ("JWT_SECRET",)
+
+
+# --- names, app and reason -----------------------------------------------------------------
+
+
+def test_single_secret_uses_first_app() -> None:
+    command = rotate("rotate JWT_SECRET")
+    assert command.names == ("JWT_SECRET",)
+    assert command.app == "hotel-voice-bot"
+    assert command.reason is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rotate JWT_SECRET --app hotel-worker",
+        "rotate JWT_SECRET --app=hotel-worker",
+        "rotate --app hotel-worker JWT_SECRET",
+        "rotate --app=hotel-worker JWT_SECRET",
+    ],
+)
+def test_app_flag_forms(text: str) -> None:
+    assert rotate(text).app == "hotel-worker"
+
+
+def test_app_flag_after_reason() -> None:
+    command = rotate("rotate JWT_SECRET leaked in logs --app hotel-worker")
+    assert command.app == "hotel-worker"
+    assert command.reason == "leaked in logs"
+
+
+def test_several_names_deduplicated_in_order() -> None:
+    command = rotate("rotate B2_APPLICATION_KEY B2_APPLICATION_KEY_ID B2_APPLICATION_KEY")
+    assert command.names == ("B2_APPLICATION_KEY", "B2_APPLICATION_KEY_ID")
+
+
+def test_reason_kept() -> None:
+    command = rotate("rotate JWT_SECRET ENCRYPTION_KEY leaked in a CI log, see incident doc")
+    assert command.names == ("JWT_SECRET", "ENCRYPTION_KEY")
+    assert command.reason == "leaked in a CI log, see incident doc"
+
+
+def test_secret_name_inside_reason_stays_in_reason() -> None:
+    command = rotate("rotate JWT_SECRET because ENCRYPTION_KEY was shared too")
+    assert command.names == ("JWT_SECRET",)
+    assert command.reason == "because ENCRYPTION_KEY was shared too"
+
+
+def test_reason_at_limit_accepted() -> None:
+    reason = "x" * MAX_REASON_LENGTH
+    assert rotate(f"rotate JWT_SECRET {reason}").reason == reason
+
+
+def test_reason_over_limit_rejected() -> None:
+    message = error_for(f"rotate JWT_SECRET {'x' * (MAX_REASON_LENGTH + 1)}")
+    assert str(MAX_REASON_LENGTH) in message
+    assert ROTATE_USAGE in message
+
+
+def test_too_many_secrets_rejected() -> None:
+    extra = {
+        f"EXTRA_{index}": SecretPolicy(name=f"EXTRA_{index}", priority=Priority.LOW, source=Source.GENERATED)
+        for index in range(MAX_SECRETS_PER_RUN + 1)
+    }
+    policy = Policy(slack=SlackSettings(), fly=FlySettings(apps=APPS), secrets=extra)
+    message = error_for("rotate " + " ".join(extra), policy)
+    assert f"At most {MAX_SECRETS_PER_RUN}" in message
+    assert ROTATE_USAGE in message
+
+
+def test_max_secrets_accepted() -> None:
+    extra = {
+        f"EXTRA_{index}": SecretPolicy(name=f"EXTRA_{index}", priority=Priority.LOW, source=Source.GENERATED)
+        for index in range(MAX_SECRETS_PER_RUN)
+    }
+    policy = Policy(slack=SlackSettings(), fly=FlySettings(apps=APPS), secrets=extra)
+    assert len(rotate("rotate " + " ".join(extra), policy).names) == MAX_SECRETS_PER_RUN
+
+
+# --- mistakes -------------------------------------------------------------------------------
+
+
+def test_unknown_app_suggests_close_one() -> None:
+    message = error_for("rotate JWT_SECRET --app hotel-workr")
+    assert "Unknown app `hotel-workr`" in message
+    assert "Did you mean `hotel-worker`?" in message
+    assert "`hotel-voice-bot`, `hotel-worker`" in message
+
+
+def test_invalid_app_name_rejected() -> None:
+    message = error_for("rotate JWT_SECRET --app Hotel_Worker")
+    assert "not a valid Fly app name" in message
+
+
+def test_app_flag_twice_rejected() -> None:
+    message = error_for("rotate JWT_SECRET --app hotel-worker --app=hotel-voice-bot")
+    assert "given twice" in message
+
+
+def test_app_flag_without_value_rejected() -> None:
+    message = error_for("rotate JWT_SECRET --app")
+    assert "needs an app name" in message
+
+
+def test_empty_app_value_rejected() -> None:
+    message = error_for("rotate JWT_SECRET --app=")
+    assert "not a valid Fly app name" in message
+
+
+def test_no_configured_app_names_setting() -> None:
+    policy = Policy(slack=SlackSettings(), fly=FlySettings(), secrets=dict(BUILTIN_SECRETS))
+    assert "fly.apps" in error_for("rotate JWT_SECRET", policy)
+
+
+def test_unknown_secret_suggests_close_one() -> None:
+    message = error_for("rotate JWT_SECRT")
+    assert "Unknown secret `JWT_SECRT`" in message
+    assert "Did you mean `JWT_SECRET`?" in message
+
+
+def test_lowercase_name_suggests_exact_case() -> None:
+    message = error_for("rotate jwt_secret")
+    assert "Did you mean `JWT_SECRET`?" in message
+    assert "case-sensitive" in message
+
+
+def test_lowercase_second_name_rejected() -> None:
+    message = error_for("rotate JWT_SECRET encryption_key")
+    assert "Did you mean `ENCRYPTION_KEY`?" in message
+
+
+def test_unknown_upper_name_after_known_rejected() -> None:
+    message = error_for("rotate JWT_SECRET STRIPE_KEY")
+    assert "Unknown secret `STRIPE_KEY`" in message
+
+
+def test_reason_without_name_rejected() -> None:
+    message = error_for("rotate leaked")
+    assert "Unknown secret `leaked`" in message
+
+
+@pytest.mark.parametrize("flag", ["--force", "-f", "--App", "--apps=hotel-worker"])
+def test_unknown_flag_rejected(flag: str) -> None:
+    message = error_for(f"rotate JWT_SECRET {flag}")
+    assert "Unknown option" in message
+    assert "--app APP" in message
+
+
+@pytest.mark.parametrize("text", ["rotate", "rotate --app hotel-worker"])
+def test_missing_name_rejected(text: str) -> None:
+    assert "Name at least one secret" in error_for(text)
+
+
+ERROR_INPUTS = [
+    "rotat JWT_SECRET",
+    "rotate",
+    "rotate JWT_SECRT",
+    "rotate jwt_secret",
+    "rotate my-key",
+    "rotate JWT_SECRET --force",
+    "rotate JWT_SECRET --app",
+    "rotate JWT_SECRET --app nope",
+    "rotate JWT_SECRET --app Bad_Name",
+    "rotate JWT_SECRET --app a --app b",
+    f"rotate JWT_SECRET {'x' * (MAX_REASON_LENGTH + 1)}",
+]
+
+
+@pytest.mark.parametrize("text", ERROR_INPUTS)
+def test_error_contains_usage(text: str) -> None:
+    assert ROTATE_USAGE in error_for(text)
+
+
+# --- text as Slack delivers it --------------------------------------------------------------
+
+
+def test_html_entities_undone_in_reason() -> None:
+    command = rotate("rotate JWT_SECRET R&amp;D saw &lt;token&gt; in logs")
+    assert command.reason == "R&D saw <token> in logs"
+
+
+def test_fullwidth_name_folded() -> None:
+    assert rotate("rotate ＪＷＴ＿ＳＥＣＲＥＴ").names == ("JWT_SECRET",)
+
+
+def test_no_break_spaces_separate_tokens() -> None:
+    command = rotate("rotate\u00a0JWT_SECRET\u202f--app\u00a0hotel-worker")
+    assert command.names == ("JWT_SECRET",)
+    assert command.app == "hotel-worker"
+
+
+def test_directional_marks_removed() -> None:
+    command = rotate("rotate \u200fJWT_SECRET\u200e --app \u202bhotel-worker\u202c")
+    assert command.names == ("JWT_SECRET",)
+    assert command.app == "hotel-worker"
+
+
+def test_zero_width_space_inside_name_removed() -> None:
+    assert rotate("rotate JWT\u200b_SECRET").names == ("JWT_SECRET",)
+
+
+@pytest.mark.parametrize("dash", ["\u2014", "\u2013", "\u2212"])
+def test_smart_dash_app_flag(dash: str) -> None:
+    # Slack clients on macOS and iOS turn a typed `--` into an em or en dash.
+    assert rotate(f"rotate JWT_SECRET {dash}app hotel-worker").app == "hotel-worker"
+
+
+def test_smart_dash_app_flag_with_equals() -> None:
+    assert rotate("rotate JWT_SECRET \u2014app=hotel-worker").app == "hotel-worker"
+
+
+def test_double_smart_dash_app_flag() -> None:
+    assert rotate("rotate JWT_SECRET \u2014\u2014app hotel-worker").app == "hotel-worker"
+
+
+# --- hostile and oversized input -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rotate &lt;!channel&gt;",
+        "rotate <!channel>",
+        "rotate JWT_SECRET --app &lt;!here&gt;",
+        "rotate JWT_SECRET --app=<!everyone>",
+        "&lt;!channel&gt; JWT_SECRET",
+        "rotate JWT_SECRET --&lt;@U0AAA&gt;",
+        "rotate &lt;https://evil.example|click&gt;",
+    ],
+)
+def test_echoed_input_cannot_mention(text: str) -> None:
+    message = error_for(text)
+    assert "<" not in message
+    assert ">" not in message
+
+
+def test_backtick_cannot_close_code_span() -> None:
+    message = error_for("rotate JWT_SECRET --app `x`*bold*")
+    assert "`x`" not in message
+
+
+def test_long_reason_rejected_quickly() -> None:
+    started = time.monotonic()
+    message = error_for("rotate JWT_SECRET " + "word " * 100_000)
+    assert "keep it under" in message
+    assert time.monotonic() - started < 5
+
+
+def test_many_repeated_names_collapse() -> None:
+    assert rotate("rotate " + "JWT_SECRET " * 10_000).names == ("JWT_SECRET",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rotate " + "A" * 10_000,
+        "rotate " + "a" * 10_000,
+        "rotate " + "<" * 10_000,
+        "rotate JWT_SECRET --app " + "a" * 10_000,
+        "rotate JWT_SECRET --" + "x" * 10_000,
+        "x" * 10_000,
+    ],
+)
+def test_long_token_error_fits_slack(text: str) -> None:
+    assert len(error_for(text)) <= SLACK_TEXT_LIMIT
+
+
+# --- property: any text gives a known command or a CommandError ------------------------------
+
+
+VOCABULARY = [
+    "rotate",
+    "ROTATE",
+    "help",
+    "--app",
+    "--app=",
+    "--app=hotel-worker",
+    "\u2014app",
+    "-x",
+    "&amp;",
+    "&lt;!channel&gt;",
+    "<@U0AAA>",
+    "`",
+    "\u00a0",
+    "\u200f",
+    "jwt_secret",
+    "hotel-wrker",
+    *APPS,
+    *BUILTIN_SECRETS,
+]
+
+command_texts = st.one_of(
+    st.text(max_size=200),
+    st.lists(st.one_of(st.sampled_from(VOCABULARY), st.text(max_size=12)), max_size=12).map(" ".join),
+    st.lists(st.one_of(st.sampled_from(VOCABULARY), st.text(max_size=12)), max_size=12).map(
+        lambda tokens: "rotate " + " ".join(tokens)
+    ),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(command_texts)
+def test_any_text_parses_or_raises_command_error(text: str) -> None:
+    try:
+        command = parse_command(text, POLICY)
+    except CommandError as error:
+        message = str(error)
+        assert ROTATE_USAGE in message
+        assert "<" not in message
+        return
+
+    assert isinstance(command, (HelpCommand, RotateCommand))
+    if isinstance(command, RotateCommand):
+        assert command.names
+        assert set(command.names) <= set(POLICY.secrets)
+        assert len(set(command.names)) == len(command.names)
+        assert command.app in APPS
+        assert command.reason is None or 0 < len(command.reason) <= MAX_REASON_LENGTH

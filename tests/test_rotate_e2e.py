@@ -1,0 +1,128 @@
+"""A whole rotation through the real `secretbot serve` process, Slack and flyctl stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from tests.botprocess import BotProcess
+from tests.conftest import APP, APPROVER, REQUESTER
+from tests.flow import (
+    CHANNEL,
+    database_bytes,
+    parent_step_lines,
+    query,
+    response_texts,
+    slack_traffic,
+    thread_texts,
+    wait_for_buttons,
+    wait_for_parent,
+    wait_for_status,
+)
+from tests.standins.fly_state import FlyState
+from tests.standins.slack_api import SlackStandin
+from tests.standins.slack_driver import SlackDriver
+
+OLD_VALUE = "old-jwt-secret-value"
+
+
+@contextlib.asynccontextmanager
+async def watch_command_lines() -> AsyncIterator[set[str]]:
+    """Collect the command line of every process seen while the block runs."""
+    seen: set[str] = set()
+
+    async def poll() -> None:
+        while True:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    with contextlib.suppress(OSError):
+                        seen.add(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(poll())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_rotation_end_to_end(
+    bot: BotProcess, driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path
+) -> None:
+    old_digest = fly.secret_digest(APP, "JWT_SECRET")
+    # A slow rollout keeps flyctl alive long enough for the process scan to see it.
+    fly.set_delay(0.3)
+
+    async with watch_command_lines() as command_lines:
+        ack = await driver.slash_command("rotate JWT_SECRET quarterly rotation", user_id=REQUESTER, channel_id=CHANNEL)
+        assert ack.status == 200
+        assert ack.elapsed < 3.0
+        assert "Starting the rotation of JWT_SECRET" in ack.text
+
+        parent = await wait_for_parent(slack)
+        parent = await wait_for_buttons(slack, parent, "step_approve")
+        assert any("runbook thread" in text for text in response_texts(slack, REQUESTER))
+
+        click = await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
+        assert click.status == 200
+        assert click.elapsed < 3.0
+        parent = await wait_for_status(slack, parent, "done", timeout=60)
+
+    new_value = fly.secret_value(APP, "JWT_SECRET")
+    new_digest = fly.secret_digest(APP, "JWT_SECRET")
+    assert new_value is not None
+    assert new_value != OLD_VALUE
+    # 64 random bytes in unpadded base64url are 86 characters.
+    assert len(new_value) == 86
+    assert new_digest != old_digest
+
+    # flyctl: one import for the right app, the value on stdin only.
+    calls = fly.invocations(flyctl_log)
+    imports = [call for call in calls if call["argv"][:2] == ["secrets", "import"]]
+    assert len(imports) == 1
+    assert imports[0]["argv"] in (["secrets", "import", "-a", APP], ["secrets", "import", "--app", APP])
+    assert imports[0]["stdin_bytes"] > len(new_value)
+    assert imports[0]["exit_code"] == 0
+    assert "LOG_LEVEL" not in imports[0]["env_keys"]
+    assert "SLACK_BOT_TOKEN" not in imports[0]["env_keys"]
+
+    # The thread: every step done or not applicable, and a summary.
+    lines = parent_step_lines(parent)
+    assert len(lines) == 6
+    for line in lines:
+        assert line.startswith((":white_check_mark:", ":heavy_minus_sign:")), line
+    assert lines[2].startswith(":heavy_minus_sign:")
+    replies = thread_texts(slack, parent)
+    assert any("Summary" in reply and "done" in reply for reply in replies)
+    assert any("flyctl secrets import" in reply for reply in replies)
+    assert any(f"<@{APPROVER}>" in reply and "Approval" in reply for reply in replies)
+
+    # The audit log has the run with both digests and both people.
+    rotated = query(bot.database_path, "SELECT * FROM audit_log WHERE event = 'secret.rotated'")
+    assert len(rotated) == 1
+    detail = json.loads(rotated[0]["detail"])
+    assert rotated[0]["app"] == APP
+    assert rotated[0]["secret"] == "JWT_SECRET"
+    assert detail["requested_by"] == REQUESTER
+    assert detail["approved_by"] == APPROVER
+    assert detail["reason"] == "quarterly rotation"
+    assert detail["digest_before"] == old_digest
+    assert detail["digest_after"] == new_digest
+    runs = query(bot.database_path, "SELECT status FROM runs")
+    assert [row["status"] for row in runs] == ["succeeded"]
+
+    # The new value is nowhere but in the flyctl stand-in's state.
+    bot.stop()
+    assert new_value not in slack_traffic(slack)
+    assert new_value not in bot.log()
+    assert new_value.encode() not in database_bytes(bot.database_path)
+    assert new_value not in flyctl_log.read_text()
+    assert command_lines, "the process scan saw no processes"
+    assert any("secrets import" in line for line in command_lines), "flyctl was not seen running"
+    assert not [line for line in command_lines if new_value in line]
