@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import StorageError
@@ -64,6 +64,8 @@ async def append(sessions: async_sessionmaker[AsyncSession], entry: AuditEntry) 
                 return await _append_in(session, entry)
         except IntegrityError:
             logger.info("audit append raced another writer; retrying attempt=%d event=%s", attempt, entry.event)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot write audit record {entry.event!r}: {type(exc).__name__}") from exc
     raise StorageError(f"could not append audit record {entry.event!r} after {MAX_APPEND_ATTEMPTS} attempts")
 
 

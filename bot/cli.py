@@ -57,7 +57,7 @@ def check_config() -> None:
     """Validate secretbot.toml (or $SECRETBOT_CONFIG) and print what it configures."""
     try:
         settings = load_settings()
-        policy = load_policy(settings.config_path)
+        policy = load_policy(settings.config_path, required=settings.config_required)
     except SecretbotError as exc:
         click.echo(f"secretbot: {exc}", err=True)
         sys.exit(2)
@@ -71,6 +71,34 @@ def check_config() -> None:
             f"  {secret.name}: {secret.priority.value} (every {secret.priority.interval_days} days), "
             f"{secret.source.value}" + (f", external: {secret.external}" if secret.external else "")
         )
+
+
+@main.group()
+def pending() -> None:
+    """New values that a running rotation holds until it sets them on Fly."""
+
+
+@pending.command("show")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Print without asking for confirmation.")
+def pending_show(run_id: str, name: str, yes: bool) -> None:
+    """Print the new value of NAME held by run RUN_ID, for a person updating an external system.
+
+    The value is printed to this terminal only, and the access is written to the audit log.
+    """
+    from bot.pending import show_pending_value
+
+    try:
+        settings = load_settings()
+        configure_logging("WARNING")
+        if not yes:
+            click.confirm(f"Print the new value of {name} for run {run_id} to this terminal?", abort=True)
+        value = asyncio.run(show_pending_value(settings, run_id=run_id, name=name))
+    except SecretbotError as exc:
+        click.echo(f"secretbot: {exc}", err=True)
+        sys.exit(2)
+    click.echo(value)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from bot.policy import (
 
 logger = logging.getLogger(__name__)
 
-SLACK_CHANNEL_PATTERN = re.compile(r"^[CGD][A-Z0-9]{2,}$")
-SLACK_USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SLACK_CHANNEL_PATTERN = re.compile(r"^[CGD][A-Z0-9]{2,}\Z")
+SLACK_USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,}\Z")
 
 # Bounds that catch unit mistakes (milliseconds typed as seconds) without second-guessing
 # a team's real needs.
@@ -97,8 +97,14 @@ class _Reader:
         return enum(value)
 
 
-def load_policy(path: Path) -> Policy:
-    """Read the configuration file at `path`, or return the built-in policy if it is absent."""
+def load_policy(path: Path, *, required: bool = False) -> Policy:
+    """Read the configuration file at `path`, or return the built-in policy if it is absent.
+
+    With `required` (the path came from SECRETBOT_CONFIG) a missing file is an error,
+    because silently running on the built-in policy would hide a typo in the path.
+    """
+    if required and not path.exists():
+        raise ConfigError(f"{path}: file not found; SECRETBOT_CONFIG names it, so create it or fix the path")
     if not path.exists():
         logger.info("config file %s not found; using the built-in policy", path)
         return builtin_policy()

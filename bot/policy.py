@@ -12,10 +12,10 @@ from enum import Enum
 
 # Fly.io accepts letters, digits and underscores in secret names; a leading digit is
 # rejected here too because the value ends up as an environment variable.
-SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Fly app names are lowercase letters, digits and dashes.
-APP_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+APP_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
 class Priority(str, Enum):

@@ -39,7 +39,9 @@ _SLACK_TOKEN = re.compile(r"\b(?:xox[a-z]|xapp)-[A-Za-z0-9-]+")
 _FLY_TOKEN = re.compile(r"\bFlyV1\s+[A-Za-z0-9+/=_,-]+")
 _FLY_MACAROON = re.compile(r"\bfm[12]_[A-Za-z0-9+/=_,-]+")
 _BEARER_TOKEN = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-_KEY_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_KEY_RUN)
+# A run right after "." is the host-and-path part of a URL ("api.machines.dev/v1/apps/…"),
+# which flyctl prints in API errors; the lookbehind leaves it alone.
+_KEY_RUN = re.compile(r"(?<![A-Za-z0-9+/_.-])[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_KEY_RUN)
 # Runs made only of capital letters and underscores (constant names) or only of
 # lowercase letters and dashes (app and host names) are words, not keys: a random
 # 32-character base64 string falls in either class with a probability below 1e-7.

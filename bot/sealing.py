@@ -45,7 +45,7 @@ class Sealer:
             )
             return cls(AESGCM.generate_key(bit_length=256), ephemeral=True)
         try:
-            key = base64.b64decode(encoded_key, validate=True)
+            key = base64.b64decode(encoded_key.strip(), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ConfigError(
                 "SECRETBOT_BACKUP_KEY is not valid base64; create one with: "
@@ -61,6 +61,8 @@ class Sealer:
 
     def open(self, sealed: bytes, *, context: str) -> str:
         nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
+        if len(nonce) != NONCE_BYTES or not ciphertext:
+            raise SealError(f"the sealed value for {context} is truncated")
         try:
             return self._aead.decrypt(nonce, ciphertext, context.encode("utf-8")).decode("utf-8")
         except InvalidTag as exc:

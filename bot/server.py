@@ -42,7 +42,7 @@ class Bot:
 
 async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
     token, signing_secret = settings.require_slack()
-    policy = policy or load_policy(settings.config_path)
+    policy = policy or load_policy(settings.config_path, required=settings.config_required)
 
     database = create_engine(settings.database_url)
     await migrate(database)

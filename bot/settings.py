@@ -20,13 +20,15 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 @dataclass(frozen=True)
 class Settings:
-    slack_bot_token: str | None
+    slack_bot_token: str | None = field(repr=False, default=None)
     slack_signing_secret: str | None = field(repr=False, default=None)
     slack_api_url: str = DEFAULT_SLACK_API_URL
     database_url: str = DEFAULT_DATABASE_URL
     flyctl: str = "flyctl"
     fly_api_token: str | None = field(repr=False, default=None)
     config_path: Path = Path("secretbot.toml")
+    # True when SECRETBOT_CONFIG names the file, which must then exist.
+    config_required: bool = False
     backup_key: str | None = field(repr=False, default=None)
     port: int = 8080
     log_level: str = "INFO"
@@ -86,6 +88,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         flyctl=env.get("FLYCTL") or "flyctl",
         fly_api_token=env.get("FLY_API_TOKEN") or None,
         config_path=Path(env.get("SECRETBOT_CONFIG") or "secretbot.toml"),
+        config_required=bool(env.get("SECRETBOT_CONFIG")),
         backup_key=env.get("SECRETBOT_BACKUP_KEY") or None,
         port=port,
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),

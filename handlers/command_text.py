@@ -27,8 +27,11 @@ MAX_REASON_LENGTH = 500
 MAX_SECRETS_PER_RUN = 20
 
 # Tokens that look like an environment variable name: upper case, digits and underscores.
-_UPPER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-"})
+_UPPER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*\Z")
+# Phones and word processors turn "--" into one long dash; each becomes "--" again, and a
+# longer run of dashes collapses to "--" below.
+_DASHES = str.maketrans({"\u2013": "--", "\u2014": "--", "\u2212": "--"})
+_DASH_RUN = re.compile(r"(?<!\S)-{3,}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def normalize(text: str) -> str:
     """Undo Slack's HTML escaping and fold the characters that copy and paste introduces."""
     text = html.unescape(text)
     text = unicodedata.normalize("NFKC", text)
-    text = text.translate(_DASHES)
+    text = _DASH_RUN.sub("--", text.translate(_DASHES))
     # Directional marks are invisible, so they cannot be part of a name a person meant to type.
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
@@ -154,7 +157,7 @@ def _unknown_secret(token: str, policy: Policy) -> CommandError:
     if not SECRET_NAME_PATTERN.match(token):
         message = f"`{_shown(token)}` is not a valid secret name; names are letters, digits and underscores."
     else:
-        message = f"Unknown secret `{token}`."
+        message = f"Unknown secret `{_shown(token)}`."
     same_letters = [name for name in policy.secrets if name.lower() == token.lower()]
     suggestion = same_letters[0] if same_letters else _close(token, list(policy.secrets))
     if suggestion:

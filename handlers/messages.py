@@ -62,9 +62,12 @@ def context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_LIMIT)}]}
 
 
-def code_block(text: str) -> str:
-    # Three backticks inside the output would close the block early.
-    return "```" + escape(text.replace("```", "'''")) + "```"
+def code_block(text: str, limit: int = 2500) -> str:
+    """Wrap output in a code block of at most `limit` characters, fences included."""
+    # Three backticks inside the output would close the block early. Escaping can grow
+    # the text, so it is cut after escaping and the fences are added last.
+    body = truncate(escape(text.replace("```", "'''")), limit - 6)
+    return "```" + body + "```"
 
 
 def run_headline(run: RunView) -> str:
@@ -138,7 +141,7 @@ def step_reply(run: RunView, step: StepView) -> str | None:
         if step.allowed_users:
             lines.append("Can answer: " + ", ".join(mention(user) for user in step.allowed_users))
         lines.append("Use the buttons on the message above.")
-        return "\n".join(line for line in lines if line)
+        return truncate("\n".join(line for line in lines if line), TEXT_LIMIT)
     icon = STATUS_ICONS.get(step.status, "")
     detail = escape(step.detail or "")
     by = f" by {mention(step.actor)}" if step.actor and step.status in ("done", "failed") else ""
@@ -147,9 +150,9 @@ def step_reply(run: RunView, step: StepView) -> str | None:
 
 def progress_reply(run: RunView, step: StepView, message: str) -> str:
     head, _, rest = message.partition("\n")
-    text = f"{STATUS_ICONS['running']} *{escape(step.title)}*: {escape(head)}"
+    text = f"{STATUS_ICONS['running']} *{escape(step.title)}*: {truncate(escape(head), 1000)}"
     if rest:
-        text += "\n" + code_block(truncate(rest, 2500))
+        text += "\n" + code_block(rest)
     return truncate(text, TEXT_LIMIT)
 
 

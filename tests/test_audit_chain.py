@@ -40,8 +40,8 @@ def postgres_reachable() -> bool:
 def use_schema(engine: AsyncEngine, schema: str) -> None:
     # Each test gets its own schema, so tests running at the same time on the shared
     # `test` database never see each other's tables.
-    # SET is transactional in PostgreSQL, so it runs in autocommit mode; otherwise the
-    # pool's rollback on checkin would undo it for every connection but the first.
+    # SET is transactional in PostgreSQL, so it runs in autocommit mode. Inside a
+    # transaction, the pool's rollback on checkin would undo it.
     def set_search_path(dbapi_connection: Any, _record: Any) -> None:
         autocommit = dbapi_connection.autocommit
         dbapi_connection.autocommit = True
@@ -150,7 +150,7 @@ async def test_odd_detail_values_verify(sessions: async_sessionmaker[AsyncSessio
 async def test_whole_second_timestamp_verifies(
     sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # isoformat() drops the fraction when microseconds are zero; the read-back value must agree.
+    # isoformat() drops the fraction when microseconds are zero, and the value read back must agree.
     monkeypatch.setattr(audit, "utcnow", lambda: datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC))
     await audit.append(sessions, AuditEntry(event="run.requested"))
     assert await verify_chain(sessions) == (1, None)

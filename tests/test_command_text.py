@@ -20,7 +20,8 @@ from handlers.command_text import (
 )
 
 APPS = ("hotel-voice-bot", "hotel-worker")
-# Slack rejects chat.postEphemeral text over 4,000 characters with msg_too_long.
+# Slack advises message text under 4,000 characters, and chat.update and
+# chat.postEphemeral can reject longer text with msg_too_long.
 SLACK_TEXT_LIMIT = 4000
 
 POLICY = Policy(slack=SlackSettings(), fly=FlySettings(apps=APPS), secrets=dict(BUILTIN_SECRETS))
@@ -257,7 +258,7 @@ def test_zero_width_space_inside_name_removed() -> None:
 
 @pytest.mark.parametrize("dash", ["\u2014", "\u2013", "\u2212"])
 def test_smart_dash_app_flag(dash: str) -> None:
-    # Slack clients on macOS and iOS turn a typed `--` into an em or en dash.
+    # Text substitution ("smart dashes") on macOS and iOS can turn a typed `--` into a dash.
     assert rotate(f"rotate JWT_SECRET {dash}app hotel-worker").app == "hotel-worker"
 
 

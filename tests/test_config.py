@@ -346,7 +346,7 @@ INVALID_CASES = [
 
 
 @pytest.mark.parametrize(("content", "key", "reason"), INVALID_CASES)
-def test_invalid_file_names_file_key_and_reason(tmp_path: Path, content: str, key: str, reason: str) -> None:
+def test_invalid_file_error_names_key(tmp_path: Path, content: str, key: str, reason: str) -> None:
     message = config_error(tmp_path, content)
     assert str(tmp_path / "secretbot.toml") in message
     assert f"'{key}'" in message
@@ -563,11 +563,11 @@ def test_settings_repr_hides_credentials() -> None:
             "SECRETBOT_BACKUP_KEY": "backup-key-value",
         }
     )
-    shown = repr(settings)
-    assert "xoxb-bot-token-value" not in shown
-    assert "signing-secret-value" not in shown
-    assert "fly-token-value" not in shown
-    assert "backup-key-value" not in shown
+    rendered = repr(settings)
+    assert "xoxb-bot-token-value" not in rendered
+    assert "signing-secret-value" not in rendered
+    assert "fly-token-value" not in rendered
+    assert "backup-key-value" not in rendered
 
 
 @pytest.mark.skipif(not postgres_reachable(), reason=f"no PostgreSQL server on {POSTGRES_HOST}:{POSTGRES_PORT}")

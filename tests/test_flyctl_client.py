@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.errors import CommandError, FlyctlError, FlyctlNotFound, FlyctlOutputError, FlyctlTimeout, UnsafeValueError
+from bot.errors import CommandError, ConfigError, FlyctlError, FlyctlNotFound, FlyctlOutputError, FlyctlTimeout, UnsafeValueError
 from bot.flyctl import AppStatus, Check, FlyctlClient, FlySecret, Release, encode_import, parse_import
 from bot.redact import MASK, Redactor
 from tests.standins.fly_state import STANDIN_PATH, FlyState
@@ -159,7 +159,7 @@ def test_extra_env_cannot_override(fake: Fake, key: str) -> None:
 
 
 def test_empty_token_rejected(fake: Fake) -> None:
-    with pytest.raises(ValueError, match="FLY_API_TOKEN"):
+    with pytest.raises(ConfigError, match="FLY_API_TOKEN"):
         FlyctlClient(str(fake.executable), api_token="", work_dir=fake.work_dir, config_dir=fake.config_dir)
 
 

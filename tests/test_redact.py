@@ -113,3 +113,14 @@ def test_value_registered_later_applies() -> None:
     redactor.add("later-added-value")
     assert first == "token=later-added-value"
     assert redactor.redact("token=later-added-value") == f"token={MASK}"
+
+
+def test_url_path_kept() -> None:
+    text = 'Get "https://api.machines.dev/v1/apps/my-app/machines/49ff824bfb2ad1": context deadline exceeded'
+    assert Redactor().redact(text) == text
+
+
+def test_url_query_token_masked() -> None:
+    token = "c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY3ODkw"
+    redacted = Redactor().redact(f"https://example.test/hook?token={token}")
+    assert token not in redacted

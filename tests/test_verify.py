@@ -6,13 +6,25 @@ import asyncio
 import dataclasses
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from bot.errors import FlyctlError, FlyctlNotFound
-from bot.flyctl import AppStatus, Check, FlySecret, Machine, Release, check_health_url, verify_deployment
+from bot.flyctl import (
+    AppStatus,
+    Check,
+    FlyctlClient,
+    FlySecret,
+    Machine,
+    Release,
+    VerificationReport,
+    check_health_url,
+    verify_deployment,
+)
 from bot.flyctl.verify import evaluate_deployment
+from tests.standins.fly_state import STANDIN_PATH, FlyState
 
 
 def machine(**changes: object) -> Machine:
@@ -348,3 +360,99 @@ async def test_health_problem_fails_verification(health_server: str) -> None:
     )
     assert not report.ok
     assert report.problems == [f"health URL {health_server}/broken returned HTTP 503, expected 2xx"]
+
+
+# --- against the flyctl stand-in ---------------------------------------------------
+
+
+@pytest.fixture
+def standin_client(tmp_path: Path) -> tuple[FlyState, FlyctlClient]:
+    state = FlyState(tmp_path / "fly-state.json")
+    state.add_app("my-app", machines=2)
+    state.set_secret("my-app", "JWT_SECRET", "old-value-1234")
+    client = FlyctlClient(
+        str(STANDIN_PATH),
+        api_token="FlyV1 fm2_test-token",
+        work_dir=tmp_path / "work",
+        config_dir=tmp_path / "home" / ".fly",
+        command_timeout=30,
+        deploy_timeout=30,
+        extra_env=state.env(),
+    )
+    return state, client
+
+
+async def rotate(client: FlyctlClient, state: FlyState, *, timeout: float = 3.0) -> VerificationReport:
+    before = {"JWT_SECRET": state.secret_digest("my-app", "JWT_SECRET"), "NEW_ONE": None}
+    try:
+        await client.import_secrets("my-app", {"JWT_SECRET": "rotated-value-5678", "NEW_ONE": "brand-new-9012"})
+    except FlyctlError:
+        pass
+    return await verify_deployment(
+        client, "my-app", ["JWT_SECRET", "NEW_ONE"], before, timeout=timeout, poll_interval=0.2
+    )
+
+
+async def test_standin_rotation_verifies(standin_client: tuple[FlyState, FlyctlClient]) -> None:
+    state, client = standin_client
+    report = await rotate(client, state)
+    assert report.ok
+    assert report.problems == []
+    assert report.machines == 2
+    assert report.release_version == 2
+    assert report.digests_after == {
+        "JWT_SECRET": state.secret_digest("my-app", "JWT_SECRET"),
+        "NEW_ONE": state.secret_digest("my-app", "NEW_ONE"),
+    }
+
+
+async def test_standin_failed_rollout_reported(standin_client: tuple[FlyState, FlyctlClient]) -> None:
+    state, client = standin_client
+    state.inject("my-app", "secrets import", failure="health_timeout")
+    report = await rotate(client, state, timeout=0.5)
+    assert not report.ok
+    assert "release v2 is failed, expected complete" in report.problems
+    assert any("check" in problem and "expected passing" in problem for problem in report.problems)
+    assert any(problem.startswith("secret JWT_SECRET is Partial") for problem in report.problems)
+
+
+async def test_standin_unhealthy_after_rollout(standin_client: tuple[FlyState, FlyctlClient]) -> None:
+    state, client = standin_client
+    state.inject("my-app", "secrets import", failure="unhealthy_after")
+    report = await rotate(client, state, timeout=0.5)
+    assert not report.ok
+    assert any("is critical, expected passing" in problem for problem in report.problems)
+
+
+async def test_standin_stale_release(standin_client: tuple[FlyState, FlyctlClient]) -> None:
+    state, client = standin_client
+    state.inject("my-app", "secrets import", failure="stale_release")
+    report = await rotate(client, state, timeout=0.5)
+    assert not report.ok
+    assert any("runs release 1, expected 2" in problem for problem in report.problems)
+
+
+async def test_standin_app_without_machines(tmp_path: Path, standin_client: tuple[FlyState, FlyctlClient]) -> None:
+    state, client = standin_client
+    state.add_app("empty-app", machines=0)
+    report = await verify_deployment(client, "empty-app", [], {}, timeout=0.2, poll_interval=0.1)
+    assert not report.ok
+    assert "app empty-app has no machines to verify" in report.problems
+
+
+async def test_standin_waits_for_machine(standin_client: tuple[FlyState, FlyctlClient]) -> None:
+    state, client = standin_client
+    await client.import_secrets("my-app", {"JWT_SECRET": "rotated-value-5678"})
+    lagging = state.machine_ids("my-app")[0]
+    state.set_machine("my-app", lagging, state="replacing")
+
+    async def recover() -> None:
+        await asyncio.sleep(0.6)
+        state.set_machine("my-app", lagging, state="started")
+
+    recovery = asyncio.create_task(recover())
+    report = await verify_deployment(
+        client, "my-app", ["JWT_SECRET"], {"JWT_SECRET": "old-digest"}, timeout=10, poll_interval=0.2
+    )
+    await recovery
+    assert report.ok

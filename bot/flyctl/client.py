@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from bot.errors import CommandError
+from bot.errors import CommandError, ConfigError
 from bot.flyctl.importfile import encode_import
 from bot.flyctl.runner import DEFAULT_KILL_GRACE, CommandResult, Runner, build_env
 from bot.flyctl.shapes import AppStatus, FlySecret, Release, parse_releases, parse_secrets, parse_status
@@ -55,7 +55,7 @@ class FlyctlClient:
         kill_grace: float = DEFAULT_KILL_GRACE,
     ) -> None:
         if not api_token:
-            raise ValueError("api_token is empty; set FLY_API_TOKEN to a Fly deploy or org token")
+            raise ConfigError("the Fly API token is missing; set FLY_API_TOKEN to a Fly deploy or org token")
 
         self.redactor = redactor if redactor is not None else Redactor()
         self.redactor.add(api_token)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.policy import Policy
+from bot.policy import Policy, Source
 from bot.runbook.context import StepContext
 from bot.runbook.steps import Action, Decision, Done, Skipped, StepKind, StepOutcome, Waiting
 from bot.runbook.views import RunView
@@ -30,6 +30,12 @@ class ExternalUpdate(StepKind):
             line = f"{policy.name}: update {policy.external}."
             if policy.instructions:
                 line += f" {policy.instructions}"
+            if policy.source is Source.GENERATED:
+                # The value never goes to Slack; an operator reads it where the bot runs.
+                line += (
+                    f" The new value is not shown in Slack: on the bot's host run "
+                    f"`secretbot pending show {ctx.run.id} {policy.name}` (needs SECRETBOT_BACKUP_KEY)."
+                )
             lines.append(line)
         lines.append("Press Done when every system above is updated.")
         return Waiting(prompt="\n".join(lines), allowed_users=self.allowed_users(ctx.run, ctx.policy))

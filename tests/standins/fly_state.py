@@ -136,9 +136,9 @@ class FlyState:
         """Make the next matching run fail, or every one with `once=False`.
 
         `command` is a full path ("secrets import"), its last or first word ("import",
-        "secrets") or "*"; `app` may be "*". `machine` (index into the ID-sorted machines,
-        or an ID) picks the machine a rollout failure hits; by default the first started
-        machine, or the last for "unhealthy_after". Kinds are listed in
+        "secrets") or "*", and `app` may be "*". `machine` picks the machine a rollout
+        failure hits, as an index into the ID-sorted machines or as an ID. The default is
+        the first started machine, or the last one for "unhealthy_after". Kinds are listed in
         flyctl_impl.injection.FAILURES; ValueError names an unknown kind or a kind that
         has no effect on the command.
         """

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,10 @@ def flyctl(tmp_path: Path, state: FlyState) -> FlyctlRunner:
     return FlyctlRunner(tmp_path, state)
 
 
-def wait_until(predicate: object, *, timeout: float = 10.0) -> None:
+def wait_until(predicate: Callable[[], object], *, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.02)
     raise AssertionError("condition not reached within the timeout")
@@ -362,7 +363,7 @@ def test_version_setting(flyctl: FlyctlRunner, state: FlyState) -> None:
 
 
 def test_flags_anywhere_in_argv(flyctl: FlyctlRunner) -> None:
-    result = flyctl("-a", APP, "secrets", "--json", "list")
+    result = flyctl("secrets", "-a", APP, "list", "--json")
 
     assert result.returncode == 0, result.stderr
     assert [entry["name"] for entry in json.loads(result.stdout)] == ["JWT_SECRET"]
@@ -662,6 +663,30 @@ def test_staged_secrets_listed_with_marker(flyctl: FlyctlRunner) -> None:
     assert lines[0].split("│")[0].strip() == "NAME"
     assert any(line.startswith(" * NEW_KEY ") for line in lines)
     assert lines[-1] == "There is 1 secret not deployed. Deploy with `fly secrets deploy` to make them available."
+
+
+def test_staged_and_partial_footer(flyctl: FlyctlRunner, state: FlyState) -> None:
+    state.inject(APP, "set", "health_timeout")
+    flyctl("secrets", "set", "PARTIAL_KEY=1", "-a", APP)
+    flyctl("secrets", "set", "STAGED_A=1", "STAGED_B=2", "-a", APP, "--stage")
+    lines = flyctl("secrets", "list", "-a", APP).stdout.splitlines()
+
+    assert any(line.startswith(" ! PARTIAL_KEY ") for line in lines)
+    assert lines[-5:] == [
+        "Some secrets need to be deployed:",
+        "  * 2 secrets staged (not yet deployed)",
+        "  ! 1 secret partially deployed (deployed to some machines)",
+        "",
+        "Deploy with `fly secrets deploy` to sync all machines.",
+    ]
+
+
+def test_no_status_over_100_machines(flyctl: FlyctlRunner, state: FlyState) -> None:
+    state.add_app("big-app", machines=101, checks_per_machine=0)
+    state.set_secret("big-app", "A", "1")
+    entries = json.loads(flyctl("secrets", "list", "-a", "big-app", "--json").stdout)
+
+    assert list(entries[0]) == ["name", "digest"]
 
 
 def test_undeployed_app_stages_for_first_deployment(flyctl: FlyctlRunner, state: FlyState) -> None:

@@ -233,12 +233,19 @@ def append_invocation_log(path: str, record: dict[str, object]) -> None:
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
-def original_environment() -> dict[str, str]:
-    """Return the environment the process was started with.
+# Variables that `pyenv exec` and its bash shim add on the way to python3. They are
+# dropped when PYENV_HOOK_PATH shows that the stand-in was started through a pyenv shim.
+_LAUNCHER_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_")
 
-    Python adds LC_CTYPE to os.environ when it coerces the C locale to UTF-8, which
-    would make a caller's minimal environment look larger than it is. /proc/self/environ
-    still holds the environment given to exec; os.environ is the fallback elsewhere.
+
+def caller_environment() -> dict[str, str]:
+    """Return the environment the caller gave the stand-in, without launcher additions.
+
+    Python adds LC_CTYPE to os.environ when it coerces the C locale to UTF-8, so the
+    environment is read from /proc/self/environ, which keeps what exec received
+    (os.environ is the fallback off Linux). When a pyenv shim started python3, the
+    variables it added are removed too, so a caller's minimal environment is logged as
+    given. A caller that passes PYENV_* variables itself loses them from the log.
     """
     try:
         with open("/proc/self/environ", "rb") as file:
@@ -250,20 +257,27 @@ def original_environment() -> dict[str, str]:
         name, separator, value = entry.partition(b"=")
         if separator:
             env[os.fsdecode(name)] = os.fsdecode(value)
+
+    if "PYENV_HOOK_PATH" in env:
+        env = {
+            name: value
+            for name, value in env.items()
+            if not name.startswith(("PYENV_", "_PYENV_")) and name not in _LAUNCHER_VARIABLES
+        }
     return env
 
 
 def main(argv: list[str]) -> int:
     """Run the stand-in and log the invocation: argv, cwd, env names, stdin size, exit code.
 
-    The log holds names of environment variables but never their values, and the number
-    of stdin bytes read but never their content.
+    The log records names of environment variables but never their values, and the
+    number of stdin bytes read but never their content.
     """
     started = time.time()
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(encoding="utf-8", errors="surrogateescape")  # type: ignore[attr-defined]
     install_signal_handlers()
-    env = original_environment()
+    env = caller_environment()
     stdin = StdinReader()
 
     exit_code = 2

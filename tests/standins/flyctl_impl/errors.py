@@ -1,7 +1,7 @@
 """Exceptions that end a stand-in run, one per exit path of the real flyctl.
 
     CliError      printed as `Error: ...` on stderr, exit 1
-    UsageError    a CliError that cobra also answers with the usage block on stdout
+    UsageError    a CliError for which cobra also prints the usage block on stdout
     Panic         a Go panic: the "Oops" text and a stack on stdout, exit 3
     Canceled      SIGINT or SIGTERM: nothing printed, exit 127
     StandinError  the stand-in itself is misconfigured: exit 2
@@ -29,7 +29,7 @@ class CliError(Exception):
 
 
 class UsageError(CliError):
-    """A flag or argument-count error, which cobra answers with the command's usage first."""
+    """A flag or argument-count error, for which cobra prints the command's usage first."""
 
 
 class Panic(Exception):

@@ -35,7 +35,6 @@ class ParsedArgs:
 
     values: dict[str, str | bool] = field(default_factory=dict)
     positionals: list[str] = field(default_factory=list)
-    explicit: set[str] = field(default_factory=set)
 
     def flag(self, name: str) -> bool:
         """Return a boolean flag's value."""
@@ -89,7 +88,6 @@ def parse(args: list[str], flags: list[Flag]) -> ParsedArgs:
             parsed.values[flag.name] = True if text is None else parse_bool(flag, text)
         else:
             parsed.values[flag.name] = text or ""
-        parsed.explicit.add(flag.name)
 
     index = 0
     while index < len(args):

@@ -121,7 +121,7 @@ _API_ERROR_PREFIXES = {
 
 
 def api_error(command: str) -> CliError:
-    """Build the error a command prints when its first API call answers 500."""
+    """Build the error a command prints when its first API call returns status 500."""
     prefix = _API_ERROR_PREFIXES.get(command, "request failed")
     return CliError(
         f"{prefix}: request returned non-2xx status: 500: internal server error",

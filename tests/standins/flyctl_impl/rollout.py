@@ -3,7 +3,7 @@
 flyctl creates a release, leases every machine, then updates machines in ID order with
 the new release metadata and secrets version, waiting for each started machine to reach
 `started` and pass its health checks. The stdout lines are the non-interactive
-transcript, the form a bot sees through a pipe.
+transcript, which is what a bot reads through a pipe.
 
 NOTE: machines are updated one at a time. Real rolling updates run the machines after
 the first with some concurrency, which interleaves their lines; with a failure there,
@@ -123,6 +123,8 @@ def _failure_target(invocation: Invocation, plans: list[MachinePlan], *, last: b
 
     The injection's `machine` may be an index into the ID-sorted machines or an ID; by
     default it is the first started machine (the last one for `unhealthy_after`).
+    Start, smoke-check and health-check failures have no effect on a machine that is
+    not started, because flyctl runs none of those steps for it.
     """
     if invocation.injection is None:
         return None
@@ -157,11 +159,12 @@ def run(
         if new_image is not None:
             app["image"] = new_image
         release = model.add_release(state, app, status="running", reason=reason, description=description)
+        strategy = strategy or app["strategy"]
+        release["strategy"] = strategy
         plans = [
             MachinePlan(machine["id"], machine["process_group"], machine["state"] in model.LAUNCH_STATES, len(machine["checks"]))
             for machine in model.active_machines(app)
         ]
-        strategy = strategy or app["strategy"]
         version = release["version"]
         release_id = release["id"]
         secrets_version = app["secrets_version"]
@@ -169,6 +172,8 @@ def run(
     invocation.on_cancel(lambda: finish_release(invocation, version, "interrupted"))
 
     if not plans:
+        if failure == "hang":
+            invocation.hang()
         finish_release(invocation, version, "complete")
         return
 
@@ -258,6 +263,8 @@ class _MachineUpdate:
         self._write_update(plan)
 
         if not plan.launch:
+            if failure == "hang":
+                invocation.hang()
             invocation.out(f"✔ {counter}Machine {label} update succeeded")
             return
         if self.immediate:

@@ -21,7 +21,7 @@ MAX_IMPORT_LINE_BYTES = 64 * 1024
 GO_WHITESPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 # Server-side rule for secret names.
-# NOTE: the Machines API does not publish its rule; letters, digits and underscores is an
+# NOTE: the Machines API does not publish its rule. Letters, digits and underscores is an
 # assumption that matches the names Fly accepts and rejects in public reports.
 SECRET_NAME = re.compile(r"[A-Za-z0-9_]+")
 

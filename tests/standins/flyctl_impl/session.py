@@ -82,7 +82,7 @@ def load_config(invocation: Invocation) -> None:
             # flyctl would fail here too, but a read-only HOME should not stop the stand-in.
             pass
 
-    explicit = invocation.args.text("config") if "config" in invocation.args.values else ""
+    explicit = invocation.args.text("config")
     if explicit:
         path = os.path.join(explicit, "fly.toml") if os.path.isdir(explicit) else explicit
         if not os.path.exists(path):
@@ -179,9 +179,9 @@ def lookup_app_graphql(invocation: Invocation, *, prefix: str = "") -> model.App
 
 
 def lookup_app_machines_api(invocation: Invocation, *, prefix: str) -> model.App:
-    """Look the app up as a Machines API call does, which never says `Could not find App`.
+    """Look the app up as a Machines API call does, whose error lacks `Could not find App`.
 
-    NOTE: the API's wording for a missing app is not public; "app not found" is a guess.
+    NOTE: the API's wording for a missing app is not public, so "app not found" is a guess.
     """
     check_token_accepted(invocation, graphql=False, prefix=prefix)
     app = invocation.snapshot()["apps"].get(invocation.app_name)

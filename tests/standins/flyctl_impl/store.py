@@ -32,8 +32,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "version": "0.4.87",
     # None accepts any non-empty token; a list accepts only those tokens.
     "accepted_tokens": None,
-    # Upper bound for the `hang` failure and for `logs` without --no-tail, so that a test
-    # that forgets to kill the process still ends.
+    # Upper bound for the `hang` failure and for `logs` without --no-tail, so that the
+    # process still ends when a test never sends it a signal.
     "hang_max": 300.0,
 }
 

@@ -1,8 +1,8 @@
 """The shapes flyctl prints: Go-style JSON, tables, and machine, release and status objects.
 
-Key names and order follow the fly-go structs that flyctl serialises (snake_case for
-Machines API objects, PascalCase for GraphQL objects); maps such as machine metadata are
-sorted by key, as Go's encoder sorts map keys.
+Key names and order follow the fly-go structs that flyctl serialises: snake_case for
+Machines API objects and PascalCase for GraphQL objects. Maps such as machine metadata
+are sorted by key, because Go's encoder sorts map keys.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def _width(text: str) -> int:
 def table(headers: list[str], rows: list[list[str]], *, bars: bool = True) -> list[str]:
     """Render a table as flyctl does: upper-cased headers, no borders.
 
-    `bars` gives the look of flyctl v0.4.33 and later (cells padded by one space and
-    separated by `│`); otherwise cells are padded to width and separated by tabs, as
+    `bars` gives the look of flyctl v0.4.33 and later, with cells padded by one space and
+    separated by `│`. Without it, cells are padded to width and separated by tabs, as
     earlier versions printed them.
     """
     header_cells = [header.upper() for header in headers]
@@ -157,9 +157,9 @@ def release_view(release: model.Release) -> dict[str, Any]:
 
 
 def status_view(app: model.App, *, flyctl_version: str) -> dict[str, Any]:
-    """Build the object `status --json` prints; Go sorts these map keys.
+    """Build the object `status --json` prints, with keys sorted as Go sorts map keys.
 
-    NOTE: Version is the latest release whatever its status; whether Fly reports the
+    NOTE: Version is the latest release whatever its status. Whether Fly reports the
     latest or the latest successful release after a failed rollout is not public.
     """
     latest = model.latest_release(app)
