@@ -75,7 +75,7 @@ def check_config() -> None:
 
 @main.group()
 def pending() -> None:
-    """New values that a running rotation holds until it sets them on Fly."""
+    """New values that a running rotation keeps, encrypted, until it sets them on Fly."""
 
 
 @pending.command("show")

@@ -39,7 +39,7 @@ async def show_pending_value(settings: Settings, *, run_id: str, name: str) -> s
             raise SecretbotError(f"run {run_id} does not exist")
         if row is None:
             raise SecretbotError(
-                f"run {run_id} holds no pending value for {name}; it is held only between the "
+                f"run {run_id} has no pending value for {name}; a run keeps one only between the "
                 "generate step and the Fly update"
             )
         if row.key_id != sealer.key_id:

@@ -42,7 +42,7 @@ class ValueFormat(str, Enum):
 
 @dataclass(frozen=True)
 class SecretPolicy:
-    """How one secret is rotated."""
+    """Rotation settings of one secret."""
 
     name: str
     priority: Priority

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,8 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
     redactor = Redactor()
     flyctl = FlyctlClient(
         executable=settings.flyctl,
-        api_token=settings.fly_api_token,
+        # An empty token stops start-up with an error naming FLY_API_TOKEN.
+        api_token=settings.fly_api_token or "",
         work_dir=state_dir / "flyctl-work",
         config_dir=state_dir / "flyctl-config",
         command_timeout=policy.fly.command_timeout,
@@ -83,7 +85,7 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
 
 
 def _state_dir(settings: Settings) -> Path:
-    """Where flyctl's config and working directories live: beside the SQLite file if any."""
+    """Return the folder for flyctl's config and working directories, beside the SQLite file if there is one."""
     url = settings.database_url
     if url.startswith("sqlite+aiosqlite:///") and not url.endswith(":memory:"):
         base = Path(url[len("sqlite+aiosqlite:///") :]).resolve().parent
@@ -92,7 +94,7 @@ def _state_dir(settings: Settings) -> Path:
     return base / ".secretbot"
 
 
-def _healthz(database: AsyncEngine) -> web.Handler:
+def _healthz(database: AsyncEngine) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def healthz(_request: web.Request) -> web.Response:
         try:
             current = await asyncio.wait_for(schema_is_current(database), timeout=5)

@@ -1,7 +1,7 @@
 """Process settings read from the environment.
 
-Secrets the bot itself needs (Slack token, signing secret, Fly token) live here and
-nowhere else; they are never logged and only the Fly token is handed to flyctl.
+Secrets the bot itself needs (Slack token, signing secret, Fly token) are read here and
+nowhere else. They are kept out of reprs and logs, and only the Fly token goes to flyctl.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def _parse_rotate(tokens: list[str], policy: Policy) -> RotateCommand:
     return RotateCommand(names=tuple(names), app=app, reason=reason)
 
 
-def _take_app_flag(tokens: list[str], policy: Policy) -> tuple[str | None, list[str]]:
+def _take_app_flag(tokens: list[str], policy: Policy) -> tuple[str, list[str]]:
     app: str | None = None
     rest: list[str] = []
     index = 0

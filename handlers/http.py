@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -56,7 +57,9 @@ class SlackEndpoint:
             logger.warning("rejected request: %s remote=%s bytes=%d", problem, request.remote, len(raw))
             return web.json_response({"error": "invalid request"}, status=401)
 
-        headers = {name: value for name, value in request.headers.items() if name.lower() not in _INTERNAL_HEADERS}
+        headers: dict[str, str | Sequence[str]] = {
+            name: value for name, value in request.headers.items() if name.lower() not in _INTERNAL_HEADERS
+        }
         bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=headers)
         _repair_form_body(bolt_request)
         bolt_response = await self.app.async_dispatch(bolt_request)

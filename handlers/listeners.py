@@ -1,8 +1,8 @@
 """Bolt listeners: the `/secret` command, the step buttons and the events we subscribe to.
 
 Slack allows 3 seconds for the acknowledgement, so every listener calls `ack()` before any
-database or network work; bolt returns the HTTP response at that point and the rest of
-the listener runs on in the background.
+database or network work. bolt returns the HTTP response at that point, and the rest of
+the listener runs in the background.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
 
     @app.event("app_home_opened")
     async def home_opened(event: dict[str, Any]) -> None:
-        # Subscribed for the Home tab dashboard; answering 200 keeps Slack from retrying.
+        # Subscribed for the Home tab dashboard. Returning 200 keeps Slack from retrying the event.
         logger.debug("app_home_opened user=%s", event.get("user"))
 
 

@@ -19,7 +19,7 @@ from bot.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-# Slack answers 429 with Retry-After; waiting it out a few times loses no message.
+# Slack returns 429 with Retry-After, so the client waits and retries instead of dropping a message.
 RATE_LIMIT_RETRIES = 5
 
 
@@ -37,7 +37,7 @@ def create_client(*, token: str, base_url: str) -> AsyncWebClient:
 
 
 class SingleWorkspaceAuthorizer:
-    """Calls auth.test once and reuses the answer, so no request waits on it twice."""
+    """Calls auth.test once and caches the result, so later requests do not wait on it."""
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client

@@ -22,7 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.errors import CommandError, ConfigError, FlyctlError, FlyctlNotFound, FlyctlOutputError, FlyctlTimeout, UnsafeValueError
+from bot.errors import (
+    CommandError,
+    ConfigError,
+    FlyctlError,
+    FlyctlNotFound,
+    FlyctlOutputError,
+    FlyctlTimeout,
+    UnsafeValueError,
+)
 from bot.flyctl import AppStatus, Check, FlyctlClient, FlySecret, Release, encode_import, parse_import
 from bot.redact import MASK, Redactor
 from tests.standins.fly_state import STANDIN_PATH, FlyState
@@ -62,7 +70,9 @@ class Fake:
     work_dir: Path
     config_dir: Path
 
-    def client(self, *, redactor: Redactor | None = None, command_timeout: float = 10.0, **fake_env: str) -> FlyctlClient:
+    def client(
+        self, *, redactor: Redactor | None = None, command_timeout: float = 10.0, **fake_env: str
+    ) -> FlyctlClient:
         return FlyctlClient(
             str(self.executable),
             api_token=TOKEN,
@@ -219,9 +229,13 @@ async def test_import_result_fields(fake: Fake) -> None:
 
 async def test_import_echo_redacted(fake: Fake) -> None:
     value = "MIIEvQIBADANBgkq-not-a-real-key"
-    stderr = f"Error: Failed to parse secrets from stdin: Secrets must be provided as NAME=VALUE pairs ({value} is invalid)\n"
+    stderr = (
+        "Error: Failed to parse secrets from stdin: "
+        f"Secrets must be provided as NAME=VALUE pairs ({value} is invalid)\n"
+    )
+    client = fake.client(FAKE_STDERR=stderr, FAKE_EXIT="1", FAKE_READ_STDIN="1")
     with pytest.raises(FlyctlError) as caught:
-        await fake.client(FAKE_STDERR=stderr, FAKE_EXIT="1", FAKE_READ_STDIN="1").import_secrets("my-app", {"K": value})
+        await client.import_secrets("my-app", {"K": value})
     assert value not in str(caught.value)
     assert value not in caught.value.stderr
     assert MASK in caught.value.stderr
@@ -281,9 +295,15 @@ async def test_silent_nonzero_exit(fake: Fake) -> None:
         await fake.client(FAKE_STDOUT="Oops, something went wrong!\n", FAKE_EXIT="3").status("my-app")
 
 
+async def test_version_failure_names_no_app(fake: Fake) -> None:
+    with pytest.raises(FlyctlError) as caught:
+        await fake.client(FAKE_STDERR="Error: boom\n", FAKE_EXIT="1").version()
+    assert str(caught.value) == "flyctl version failed: boom"
+
+
 async def test_app_not_found(fake: Fake) -> None:
     stderr = 'Error: failed to get app: failed to run query(...) {\n  app\n}: Could not find App "ghost"\n'
-    with pytest.raises(FlyctlError, match="app ghost was not found"):
+    with pytest.raises(FlyctlError, match="flyctl status for app ghost failed: the app was not found"):
         await fake.client(FAKE_STDERR=stderr, FAKE_EXIT="1").status("ghost")
 
 
@@ -452,7 +472,10 @@ async def test_status_null_machines(fake: Fake) -> None:
         ({"Machines": {}}, "Machines is an object"),
         ({"Machines": [{"state": "started"}]}, "Machines[0] has no 'id' key"),
         ({"Machines": [{"id": "m", "state": "started", "checks": [{"name": "x"}]}]}, "has no 'status' key"),
-        ({"Machines": [{"id": "m", "state": "started", "config": {"metadata": {"fly_release_version": 7}}}]}, "fly_release_version is a number"),
+        (
+            {"Machines": [{"id": "m", "state": "started", "config": {"metadata": {"fly_release_version": 7}}}]},
+            "fly_release_version is a number",
+        ),
     ],
 )
 async def test_status_unknown_shape(fake: Fake, change: dict[str, Any], problem: str) -> None:
@@ -591,7 +614,7 @@ async def test_standin_status_and_releases(standin: Standin) -> None:
 
 
 async def test_standin_app_not_found(standin: Standin) -> None:
-    with pytest.raises(FlyctlError, match="app ghost-app was not found"):
+    with pytest.raises(FlyctlError, match="for app ghost-app failed: the app was not found"):
         await standin.client().status("ghost-app")
 
 

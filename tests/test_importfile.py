@@ -188,7 +188,14 @@ def test_round_trip_or_reject(values: dict[str, str]) -> None:
 
 
 @settings(max_examples=300)
-@given(st.dictionaries(names, st.text(alphabet=st.characters(blacklist_characters="\x00\r\"#", blacklist_categories=("Cs",)), max_size=80), min_size=1, max_size=5))
+@given(
+    st.dictionaries(
+        names,
+        st.text(alphabet=st.characters(blacklist_characters='\x00\r"#', blacklist_categories=("Cs",)), max_size=80),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_plain_values_always_encode(values: dict[str, str]) -> None:
     # Values without NUL, CR, double quotes or '#' have no reason to be rejected.
     assert parse_import(encode_import(values)) == values

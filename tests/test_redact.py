@@ -55,7 +55,10 @@ def test_short_value_ignored() -> None:
 
 
 def test_plain_text_unchanged() -> None:
-    text = "Updating existing machines in 'my-app' with rolling strategy\n✔ [1/2] Machine 3d8d9017b29e18 [app] update succeeded"
+    text = (
+        "Updating existing machines in 'my-app' with rolling strategy\n"
+        "✔ [1/2] Machine 3d8d9017b29e18 [app] update succeeded"
+    )
     assert Redactor().redact(text) == text
 
 

@@ -98,8 +98,11 @@ async def test_rotation_end_to_end(
     for line in lines:
         assert line.startswith((":white_check_mark:", ":heavy_minus_sign:")), line
     assert lines[2].startswith(":heavy_minus_sign:")
+    # The summary is posted after the parent message shows "done".
+    await slack.wait_for(lambda: any("Summary" in reply for reply in thread_texts(slack, parent)),
+                         description="summary reply posted")
     replies = thread_texts(slack, parent)
-    assert any("Summary" in reply and "done" in reply for reply in replies)
+    assert any("Summary" in reply and "*done*" in reply for reply in replies)
     assert any("flyctl secrets import" in reply for reply in replies)
     assert any(f"<@{APPROVER}>" in reply and "Approval" in reply for reply in replies)
 

@@ -432,7 +432,7 @@ async def test_standin_stale_release(standin_client: tuple[FlyState, FlyctlClien
     assert any("runs release 1, expected 2" in problem for problem in report.problems)
 
 
-async def test_standin_app_without_machines(tmp_path: Path, standin_client: tuple[FlyState, FlyctlClient]) -> None:
+async def test_standin_app_without_machines(standin_client: tuple[FlyState, FlyctlClient]) -> None:
     state, client = standin_client
     state.add_app("empty-app", machines=0)
     report = await verify_deployment(client, "empty-app", [], {}, timeout=0.2, poll_interval=0.1)

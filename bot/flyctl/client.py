@@ -76,7 +76,7 @@ class FlyctlClient:
 
     async def version(self) -> str:
         """Return flyctl's version line, e.g. "flyctl v0.4.87 linux/amd64 …"."""
-        completed = await self._runner.run(["version"], app="-", command="version", timeout=self.command_timeout)
+        completed = await self._runner.run(["version"], app=None, command="version", timeout=self.command_timeout)
         # Unredacted on purpose: the line contains no input, but its 40-hex commit ID
         # looks like key material to the redactor.
         lines = completed.raw_stdout.strip().splitlines()

@@ -35,7 +35,11 @@ MAX_VALUE_BYTES = 64 * 1024
 TRIPLE_QUOTE = '"""'
 
 # Characters Go's strings.TrimSpace removes (the Unicode White_Space property).
-_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680"
+    "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 class ImportParseError(ValueError):

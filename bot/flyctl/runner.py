@@ -167,6 +167,7 @@ class Runner:
     def _resolve_executable(self) -> str:
         found = shutil.which(self.executable, path=self.env.get("PATH"))
         if found is None:
+            logger.error("flyctl not found executable=%s", self.executable)
             raise FlyctlNotFound(
                 f"flyctl executable {self.executable!r} was not found or is not executable; "
                 "install flyctl or set FLYCTL to its full path"
@@ -186,20 +187,23 @@ class Runner:
         self,
         args: list[str],
         *,
-        app: str,
+        app: str | None,
         command: str,
         timeout: float,
         stdin: bytes | None = None,
     ) -> Completed:
         """Run `flyctl ARGS`, raising FlyctlError on a non-zero exit.
 
-        `command` names the subcommand for logs and messages, e.g. "secrets import".
+        `command` names the subcommand for logs and messages, e.g. "secrets import",
+        and `app` is the app it acts on, or None for commands such as `version`.
         `stdin` is written to the child and then closed. Without it the child's
         stdin is /dev/null, so a command that reads stdin gets end-of-file at once.
         """
         executable = self._resolve_executable()
         self._prepare_work_dir()
         argv = [self.executable, *args]
+        subject = f"flyctl {command}" if app is None else f"flyctl {command} for app {app}"
+        app = app or "-"
 
         logger.info("flyctl started app=%s command=%s", app, command)
         started = time.monotonic()
@@ -230,8 +234,8 @@ class Runner:
                 "flyctl timed out app=%s command=%s timeout=%.1fs duration=%.1fs", app, command, timeout, duration
             )
             raise FlyctlTimeout(
-                f"flyctl {command} for app {app} did not finish within {timeout:g}s and was stopped; "
-                f"check the app with `fly status -a {app}` before retrying",
+                f"{subject} did not finish within {timeout:g}s and was stopped; "
+                "check the app's machines and releases before retrying",
                 exit_code=process.returncode,
             ) from None
         except asyncio.CancelledError:
@@ -251,7 +255,7 @@ class Runner:
         )
 
         if exit_code != 0:
-            message = self._failure_message(result, app=app, command=command)
+            message = self._failure_message(result, subject=subject)
             logger.warning(
                 "flyctl failed app=%s command=%s exit_code=%d duration=%.1fs error=%s",
                 app,
@@ -266,20 +270,22 @@ class Runner:
         return Completed(result=result, raw_stdout=raw_stdout)
 
     @staticmethod
-    def _failure_message(result: CommandResult, *, app: str, command: str) -> str:
-        error_line = error_message(result.stderr)
+    def _failure_message(result: CommandResult, *, subject: str) -> str:
         if "Could not find App" in result.stderr:
             return (
-                f"flyctl {command} failed: app {app} was not found on Fly.io; "
+                f"{subject} failed: the app was not found on Fly.io; "
                 "check the app name and that the Fly token has access to it"
             )
+
+        error_line = error_message(result.stderr)
         if error_line:
-            return f"flyctl {command} for app {app} failed: {error_line}"
+            return f"{subject} failed: {error_line}"
+
         if result.exit_code == 127:
             # flyctl exits 127 without a message when its context was cancelled,
             # including a rollout cancelled after another machine failed.
             return (
-                f"flyctl {command} for app {app} exited with code 127 and printed no error "
-                "(flyctl reports a cancelled operation this way); check the app with `fly status`"
+                f"{subject} exited with code 127 and printed no error, which is how flyctl "
+                "reports a cancelled operation; check the app's machines and releases"
             )
-        return f"flyctl {command} for app {app} exited with code {result.exit_code} and printed no Error: line"
+        return f"{subject} exited with code {result.exit_code} and printed no Error: line"

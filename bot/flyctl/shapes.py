@@ -18,7 +18,7 @@ from bot.errors import FlyctlOutputError
 logger = logging.getLogger(__name__)
 
 # Values of `config.services[].autostop` that let Fly stop or suspend idle machines.
-# fly-go writes "off", "stop" or "suspend"; older configs carry a boolean.
+# fly-go writes "off", "stop" or "suspend", and older configs carry a boolean.
 _AUTO_STOP_VALUES = (True, "stop", "suspend")
 
 
@@ -92,7 +92,8 @@ class _Reader:
             return json.loads(text)
         except json.JSONDecodeError as error:
             # The position is enough to debug; the text itself may hold secret material.
-            raise self.fail("stdout", f"is not JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+            position = f"line {error.lineno} column {error.colno}"
+            raise self.fail("stdout", f"is not JSON ({error.msg} at {position})") from None
 
     def object(self, value: Any, where: str) -> dict[str, Any]:
         if not isinstance(value, dict):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -236,7 +236,7 @@ class Engine:
                             finished_at=utcnow())
             await _set_run(session, run_id, status=status, outcome=outcome.reason, finished_at=utcnow())
             await _close_secrets(session, run_id)
-            await session.execute(PendingValue.__table__.delete().where(PendingValue.run_id == run_id))
+            await session.execute(delete(PendingValue).where(PendingValue.run_id == run_id))
 
         view = await self.require_run(run_id)
         logger.info("run finished run_id=%s status=%s step=%d app=%s", run_id, status, position, view.app)
@@ -254,7 +254,7 @@ class Engine:
     # ----------------------------------------------------------------- decisions
 
     async def submit(self, *, run_id: str, position: int, action: str, user_id: str) -> SubmitResult:
-        """Record a person's answer to a waiting step, if they may give it and nobody was first."""
+        """Record a decision on a waiting step if the user is allowed to make it and no decision came first."""
         view = await self.get_run(run_id)
         if view is None:
             return Rejected(f"run {run_id} does not exist")
@@ -275,7 +275,7 @@ class Engine:
         ctx = self._context(view, position)
         refusal = step_kind.authorize(ctx, decision)
         if refusal is not None:
-            logger.info("decision refused run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
+            logger.info("decision rejected run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
             return Rejected(refusal)
 
         if not await self._record_decision(run_id, position, decision):

@@ -7,6 +7,7 @@ nothing from the test process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -824,8 +825,6 @@ def test_secrets_list_fly_json_env(flyctl: FlyctlRunner) -> None:
 
 
 def test_digest_is_sha256_prefix(state: FlyState) -> None:
-    import hashlib
-
     assert state.secret_digest(APP, "JWT_SECRET") == hashlib.sha256(b"old-value").hexdigest()[:16]
 
 

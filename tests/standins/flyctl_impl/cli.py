@@ -153,8 +153,10 @@ def dispatch(invocation: Invocation, argv: list[str]) -> None:
         positional = invocation.args.positionals[0] if node.app_from_argument and invocation.args.positionals else ""
         session.resolve_app_name(invocation, positional=positional)
 
-    with invocation.transaction() as state:
-        invocation.injection = injection.take(state, invocation.app_name, node.canonical)
+    # Only runs with injections pending write the state here, so plain reads stay reads.
+    if invocation.snapshot()["injections"]:
+        with invocation.transaction() as state:
+            invocation.injection = injection.take(state, invocation.app_name, node.canonical)
 
     if invocation.failure == "panic":
         raise Panic("runtime error: invalid memory address or nil pointer dereference")
