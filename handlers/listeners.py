@@ -89,6 +89,11 @@ async def _start_rotation(
         await respond(response_type="ephemeral", replace_original=False,
                       text=messages.already_open_reply(result.secret, parsed.app, link))
         return
+    error = observer.post_errors.pop(result.run.id, None)
+    if error is not None:
+        await respond(response_type="ephemeral", replace_original=False,
+                      text=messages.not_posted_reply(observer.policy.slack.channel, error))
+        return
     link = await observer.permalink(result.run.id)
     await respond(response_type="ephemeral", replace_original=False,
                   text=messages.started_reply(result.run, link))

@@ -177,6 +177,14 @@ def started_reply(run: RunView, permalink: str | None) -> str:
     return f"Started {escape(run_headline(run))} (run `{run.id}`). Follow it in {where}."
 
 
+def not_posted_reply(channel: str | None, error: str) -> str:
+    where = f"<#{channel}>" if channel else "the runbook channel"
+    return (
+        f"The rotation was stopped before any change: it could not be posted in {where} ({escape(error)}). "
+        "Check slack.channel in secretbot.toml and that the bot can post there (invite it to a private channel)."
+    )
+
+
 def starting_ack(names: tuple[str, ...], app: str) -> str:
     return f"Starting the rotation of {', '.join(names)} on {app}…"
 

@@ -34,6 +34,8 @@ class SlackObserver:
         # Parent updates for one run are sent one at a time and always render the latest
         # state, because chat.update has no version check and two updates can cross.
         self._locks: dict[str, asyncio.Lock] = {}
+        # Slack's error code per run whose parent message could not be posted.
+        self.post_errors: dict[str, str] = {}
 
     async def thread_of(self, run_id: str) -> RunThread | None:
         async with self.sessions() as session:
@@ -51,22 +53,25 @@ class SlackObserver:
         link = response.get("permalink")
         return link if isinstance(link, str) else None
 
-    async def run_created(self, run: RunView) -> None:
+    async def run_created(self, run: RunView) -> bool:
         channel = self.policy.slack.channel
         if channel is None:
             logger.error("no slack.channel configured; run %s is not shown in Slack", run.id)
-            return
+            self.post_errors[run.id] = "no slack.channel configured"
+            return False
         text, blocks = messages.parent_message(run)
         try:
             response = await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
         except SlackApiError as exc:
             logger.error("posting the run message failed run_id=%s channel=%s error=%s",
                          run.id, channel, _error_code(exc))
-            return
+            self.post_errors[run.id] = _error_code(exc)
+            return False
         async with self.sessions.begin() as session:
             session.add(RunThread(run_id=run.id, surface="slack", channel=response["channel"],
                                   message_ts=response["ts"]))
         logger.info("run message posted run_id=%s channel=%s ts=%s", run.id, response["channel"], response["ts"])
+        return True
 
     async def step_changed(self, run: RunView, step: StepView) -> None:
         await self._refresh_parent(run.id)

@@ -217,3 +217,20 @@ async def test_text_with_payload_word_is_handled(driver: SlackDriver, slack: Sla
     assert response.status == 200
     parent = await wait_for_parent(slack)
     assert "webhook payload leaked" in str(parent.blocks)
+
+
+async def test_unpostable_channel_stops_run(
+    driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path, bot: BotProcess
+) -> None:
+    slack.fail_next("chat.postMessage", error="channel_not_found")
+    response = await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    assert response.status == 200
+    await slack.wait_for(lambda: any("could not be posted" in text and "channel_not_found" in text
+                                     for text in response_texts(slack, REQUESTER)),
+                         description="requester told the run was not posted")
+    assert run_messages(slack) == []
+    assert [row["status"] for row in query(bot.database_path, "SELECT status FROM runs")] == ["failed"]
+    assert imports_run(fly, flyctl_log) == 0
+    # The failed run does not block a new one.
+    await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    await wait_for_parent(slack)

@@ -117,7 +117,11 @@ class Engine:
             raise
 
         view = await self.require_run(run_id)
-        await self._notify(self.observer.run_created, view)
+        if await self._notify(self.observer.run_created, view) is False:
+            # Nobody could approve or follow a run that is shown nowhere.
+            await self._finish(run_id, position=0, outcome=Failed(
+                "the run could not be posted for approval, so it was stopped before any change"))
+            return Started(await self.require_run(run_id))
         self.spawn(self.advance(run_id), name=f"advance-{run_id}")
         return Started(view)
 
@@ -392,11 +396,12 @@ class Engine:
             self.spawn(self.advance(run.id), name=f"resume-{run.id}")
         return len(runs)
 
-    async def _notify(self, method: Callable[..., Awaitable[None]], *args: Any) -> None:
+    async def _notify(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         try:
-            await method(*args)
+            return await method(*args)
         except Exception:  # noqa: BLE001 - a front end failing must not stop a rotation
             logger.exception("observer %s failed", getattr(method, "__name__", method))
+            return None
 
 
 class _StepMoved(Exception):

@@ -63,7 +63,9 @@ class RunView:
 class RunObserver(Protocol):
     """What a front end implements to show runs. Errors it raises are logged, not fatal."""
 
-    async def run_created(self, run: RunView) -> None: ...
+    async def run_created(self, run: RunView) -> bool:
+        """Show a new run; return False if nobody can see it, which stops the run."""
+        ...
 
     async def step_changed(self, run: RunView, step: StepView) -> None: ...
 
@@ -75,8 +77,8 @@ class RunObserver(Protocol):
 class NullObserver:
     """An observer that shows nothing, for the command line and tests."""
 
-    async def run_created(self, run: RunView) -> None:
-        return None
+    async def run_created(self, run: RunView) -> bool:
+        return True
 
     async def step_changed(self, run: RunView, step: StepView) -> None:
         return None
