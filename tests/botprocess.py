@@ -140,5 +140,18 @@ class BotProcess:
             self.process.kill()
             return self.process.wait(timeout=10)
 
+    async def stop_async(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        """Stop the bot without blocking the event loop that the Slack stand-in runs on."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.process.poll() is None:
+            self.process.kill()
+            return self.process.wait(timeout=10)
+        return self.process.returncode
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

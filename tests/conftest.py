@@ -78,7 +78,7 @@ async def bot(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> Async
     try:
         yield process
     finally:
-        process.stop()
+        await process.stop_async()
 
 
 @pytest.fixture

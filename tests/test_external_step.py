@@ -45,7 +45,7 @@ async def manual_bot(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -
     try:
         yield process
     finally:
-        process.stop()
+        await process.stop_async()
 
 
 def pending_show(bot: BotProcess, run_id: str, name: str) -> subprocess.CompletedProcess[str]:
@@ -84,7 +84,7 @@ async def test_external_step_waits_for_done(manual_bot: BotProcess, slack: Slack
     assert len(shown_events) == 1
     assert shown_events[0]["actor"].startswith("local:")
 
-    manual_bot.stop()
+    await manual_bot.stop_async()
     assert value not in slack_traffic(slack)
     assert value not in manual_bot.log()
     assert value.encode() not in database_bytes(manual_bot.database_path)

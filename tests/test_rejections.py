@@ -172,7 +172,7 @@ async def test_flyctl_timeout_fails_the_step(
         message = await wait_for_status(slack, parent, "failed", timeout=30)
         assert "timed out" in parent_step_lines(message)[3]
     finally:
-        process.stop()
+        await process.stop_async()
 
 
 async def test_unhealthy_machine_fails_verification(

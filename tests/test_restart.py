@@ -25,7 +25,7 @@ async def test_killed_while_waiting_resumes(
     driver = SlackDriver(bot_url=first.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
     parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
-    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert await first.stop_async(signal.SIGKILL) == -signal.SIGKILL
 
     second = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, port=first.port)
     await second.start()
@@ -33,7 +33,7 @@ async def test_killed_while_waiting_resumes(
         await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
         await wait_for_status(slack, parent, "done", timeout=60)
     finally:
-        second.stop()
+        await second.stop_async()
     imports = [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
     assert len(imports) == 1
 
@@ -55,14 +55,14 @@ async def test_killed_during_flyctl_reports_unknown(
         if steps and steps[0]["status"] == "running":
             break
         await asyncio.sleep(0.05)
-    first.stop(signal.SIGKILL)
+    await first.stop_async(signal.SIGKILL)
 
     second = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, port=first.port)
     await second.start()
     try:
         message = await wait_for_status(slack, parent, "failed", timeout=30)
     finally:
-        second.stop()
+        await second.stop_async()
     line = parent_step_lines(message)[3]
     assert line.startswith(":x:")
     assert "restarted" in line
@@ -70,7 +70,7 @@ async def test_killed_during_flyctl_reports_unknown(
 
 
 async def test_sigterm_stops_cleanly(bot: BotProcess) -> None:
-    assert bot.stop(signal.SIGTERM) == 0
+    assert await bot.stop_async(signal.SIGTERM) == 0
     assert "secretbot stopped" in bot.log()
 
 
@@ -87,7 +87,7 @@ async def test_rotation_on_postgres(
         await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
         await wait_for_status(slack, parent, "done", timeout=60)
     finally:
-        process.stop()
+        await process.stop_async()
 
     assert not process.database_path.exists()
     connection = await asyncpg.connect(postgres_url)

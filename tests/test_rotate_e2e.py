@@ -121,7 +121,7 @@ async def test_rotation_end_to_end(
     assert [row["status"] for row in runs] == ["succeeded"]
 
     # The new value is nowhere but in the flyctl stand-in's state.
-    bot.stop()
+    await bot.stop_async()
     assert new_value not in slack_traffic(slack)
     assert new_value not in bot.log()
     assert new_value.encode() not in database_bytes(bot.database_path)
