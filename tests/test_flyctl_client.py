@@ -332,13 +332,20 @@ async def test_non_executable_file(fake: Fake) -> None:
 # --- timeouts -------------------------------------------------------------------
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return True
-    # A killed grandchild may linger as a zombie until init reaps it.
-    return state == "Z"
+def process_gone(pid: int, timeout: float = 3.0) -> bool:
+    """Wait up to `timeout` seconds for `pid` to exit; a signal is not acted on instantly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        # A killed grandchild may linger as a zombie until init reaps it.
+        if state == "Z":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 async def test_timeout_terminates(fake: Fake) -> None:
