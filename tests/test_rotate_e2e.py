@@ -129,3 +129,41 @@ async def test_rotation_end_to_end(
     assert command_lines, "the process scan saw no processes"
     assert any("secrets import" in line for line in command_lines), "flyctl was not seen running"
     assert not [line for line in command_lines if new_value in line]
+
+
+async def test_health_url_failure_fails_verification(
+    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
+) -> None:
+    from aiohttp import web
+
+    from tests.botprocess import DEFAULT_CONFIG, SIGNING_SECRET
+
+    hits: list[str] = []
+
+    async def unhealthy(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=503, text="database down")
+
+    app = web.Application()
+    app.router.add_get("/health", unhealthy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = DEFAULT_CONFIG + f'\n[fly.health_urls]\nhotel-voice-bot = "http://127.0.0.1:{port}/health"\n'
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, config=config)
+    await process.start()
+    try:
+        driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+        await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+        parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+        await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
+        message = await wait_for_status(slack, parent, "failed", timeout=60)
+    finally:
+        await process.stop_async()
+        await runner.cleanup()
+    line = parent_step_lines(message)[4]
+    assert line.startswith(":x:")
+    assert "503" in line
+    assert hits
