@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tests.botprocess import BotProcess
+from tests.botprocess import BOT_TOKEN, FLY_TOKEN, SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, REQUESTER
 from tests.flow import (
     CHANNEL,
@@ -130,13 +130,20 @@ async def test_rotation_end_to_end(
     assert any("secrets import" in line for line in command_lines), "flyctl was not seen running"
     assert not [line for line in command_lines if new_value in line]
 
+    # Nor are the old value or the bot's own credentials, even at LOG_LEVEL=DEBUG.
+    log = bot.log()
+    for credential in (OLD_VALUE, SIGNING_SECRET, BOT_TOKEN, FLY_TOKEN):
+        assert credential not in log
+        assert credential.encode() not in database_bytes(bot.database_path)
+    assert OLD_VALUE not in slack_traffic(slack)
+
 
 async def test_health_url_failure_fails_verification(
     bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
 ) -> None:
     from aiohttp import web
 
-    from tests.botprocess import DEFAULT_CONFIG, SIGNING_SECRET
+    from tests.botprocess import DEFAULT_CONFIG
 
     hits: list[str] = []
 
