@@ -35,7 +35,8 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         try:
             parsed = parse_command(str(command.get("text", "")), policy)
         except CommandError as exc:
-            logger.info("command rejected user=%s reason=%s", user_id, str(exc).splitlines()[0])
+            # The reason is not logged: it may quote what the user typed, which could be a value.
+            logger.info("command rejected user=%s", user_id)
             await ack(response_type="ephemeral", text=str(exc))
             return
         if isinstance(parsed, HelpCommand):

@@ -159,7 +159,12 @@ def progress_reply(run: RunView, step: StepView, message: str) -> str:
 def summary_reply(run: RunView) -> str:
     approver = next((step.actor for step in run.steps if step.kind == "approval" and step.actor), None)
     lines = [f"*Summary: {escape(run_headline(run))}* is *{RUN_STATUS_TEXT.get(run.status, run.status)}*"]
-    lines.append(f"Requested by {mention(run.requester)}" + (f", approved by {mention(approver)}" if approver and run.status != "denied" else ""))
+    decided = ""
+    if approver and run.status == "denied":
+        decided = f", denied by {mention(approver)}"
+    elif approver:
+        decided = f", approved by {mention(approver)}"
+    lines.append(f"Requested by {mention(run.requester)}{decided}")
     if run.reason:
         lines.append(f"Reason: {escape(run.reason)}")
     for secret in run.secrets:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,6 +17,9 @@ from bot.storage.models import RunThread
 from handlers import messages
 
 logger = logging.getLogger(__name__)
+
+# What a Web API call raises: an error answer from Slack, or no answer at all.
+SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 class SlackObserver:
@@ -47,13 +51,15 @@ class SlackObserver:
             return None
         try:
             response = await self.client.chat_getPermalink(channel=thread.channel, message_ts=thread.message_ts)
-        except SlackApiError as exc:
+        except SLACK_FAILURES as exc:
             logger.warning("chat.getPermalink failed run_id=%s error=%s", run_id, _error_code(exc))
             return None
         link = response.get("permalink")
         return link if isinstance(link, str) else None
 
     async def run_created(self, run: RunView) -> bool:
+        if await self.thread_of(run.id) is not None:
+            return True
         channel = self.policy.slack.channel
         if channel is None:
             logger.error("no slack.channel configured; run %s is not shown in Slack", run.id)
@@ -62,7 +68,7 @@ class SlackObserver:
         text, blocks = messages.parent_message(run)
         try:
             response = await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-        except SlackApiError as exc:
+        except SLACK_FAILURES as exc:
             logger.error("posting the run message failed run_id=%s channel=%s error=%s",
                          run.id, channel, _error_code(exc))
             self.post_errors[run.id] = _error_code(exc)
@@ -96,7 +102,7 @@ class SlackObserver:
             text, blocks = messages.parent_message(run)
             try:
                 await self.client.chat_update(channel=thread.channel, ts=thread.message_ts, text=text, blocks=blocks)
-            except SlackApiError as exc:
+            except SLACK_FAILURES as exc:
                 logger.warning("updating the run message failed run_id=%s error=%s", run_id, _error_code(exc))
             if run.finished:
                 self._locks.pop(run_id, None)
@@ -108,11 +114,13 @@ class SlackObserver:
             return
         try:
             await self.client.chat_postMessage(channel=thread.channel, thread_ts=thread.message_ts, text=text)
-        except SlackApiError as exc:
+        except SLACK_FAILURES as exc:
             logger.warning("thread reply failed run_id=%s error=%s", run_id, _error_code(exc))
 
 
-def _error_code(exc: SlackApiError) -> str:
+def _error_code(exc: Exception) -> str:
+    if not isinstance(exc, SlackApiError):
+        return type(exc).__name__
     response = exc.response
     try:
         return str(response.get("error") or response.status_code)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -38,23 +40,66 @@ async def test_killed_while_waiting_resumes(
     assert len(imports) == 1
 
 
-async def test_killed_during_flyctl_reports_unknown(
-    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path, flyctl_log: Path
-) -> None:
-    fly.set_delay(1.0)
-    first = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
-    await first.start()
-    driver = SlackDriver(bot_url=first.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+async def start_approved_rotation(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> tuple[BotProcess, Any]:
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
+    await process.start()
+    driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
     parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
     await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
+    return process, parent
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        steps = query(first.database_path, "SELECT status FROM steps WHERE position = 3")
-        if steps and steps[0]["status"] == "running":
-            break
-        await asyncio.sleep(0.05)
+
+async def wait_until(condition: Callable[[], bool], description: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(description)
+        await asyncio.sleep(0.02)
+
+
+async def test_killed_after_value_stored_settles_then_verifies(
+    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
+) -> None:
+    old_digest = fly.secret_digest(APP, "JWT_SECRET")
+    # Slow machines keep the rollout going after the value is stored.
+    fly.set_delay(1.0)
+    first, parent = await start_approved_rotation(bot_dir, slack, flyctl_wrapper)
+    await wait_until(lambda: fly.secret_digest(APP, "JWT_SECRET") != old_digest, "value stored on Fly")
+    await first.stop_async(signal.SIGKILL)
+
+    second = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, port=first.port)
+    await second.start()
+    try:
+        message = await wait_for_status(slack, parent, "failed", timeout=60)
+    finally:
+        await second.stop_async()
+    # flyctl dies on its next write to the dead bot's pipe, so the rollout stops half way:
+    # the value is stored, and verification reports the machines left behind.
+    line = parent_step_lines(message)[3]
+    assert line.startswith(":white_check_mark:")
+    assert "restarted during `flyctl secrets import`" in line
+    verify_line = parent_step_lines(message)[4]
+    assert verify_line.startswith(":x:")
+    assert "verification failed" in verify_line
+    digests = query(second.database_path, "SELECT digest_before, digest_after FROM run_secrets")
+    assert digests[0]["digest_before"] == old_digest
+    assert digests[0]["digest_after"] == fly.secret_digest(APP, "JWT_SECRET")
+
+
+async def test_killed_before_value_stored_reports_nothing_changed(
+    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
+) -> None:
+    fly.set_hang_limit(3)
+    fly.inject(APP, "import", failure="hang_before_store")
+    first, parent = await start_approved_rotation(bot_dir, slack, flyctl_wrapper)
+
+    def import_started() -> bool:
+        rows = query(first.database_path, "SELECT digest_before FROM run_secrets")
+        return bool(rows) and rows[0]["digest_before"] is not None
+
+    await wait_until(import_started, "digests read before the import")
+    await asyncio.sleep(0.5)
     await first.stop_async(signal.SIGKILL)
 
     second = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, port=first.port)
@@ -65,8 +110,22 @@ async def test_killed_during_flyctl_reports_unknown(
         await second.stop_async()
     line = parent_step_lines(message)[3]
     assert line.startswith(":x:")
-    assert "restarted" in line
-    assert f"flyctl secrets list -a {APP}" in str(message.blocks)
+    assert "still reports the old digest" in line
+    assert fly.secret_value(APP, "JWT_SECRET") == "old-jwt-secret-value"
+
+
+async def test_sigterm_after_click_finishes_decision(
+    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
+) -> None:
+    process, parent = await start_approved_rotation(bot_dir, slack, flyctl_wrapper)
+    # SIGTERM right after the click's acknowledgement: shutdown waits for the decision.
+    assert await process.stop_async(signal.SIGTERM) == 0
+    second = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, port=process.port)
+    await second.start()
+    try:
+        await wait_for_status(slack, parent, "done", timeout=60)
+    finally:
+        await second.stop_async()
 
 
 async def test_sigterm_stops_cleanly(bot: BotProcess) -> None:

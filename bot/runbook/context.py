@@ -25,6 +25,34 @@ class ValueLostError(Exception):
     """A sealed value can no longer be opened, usually after a restart without a fixed key."""
 
 
+class AppLocks:
+    """One change at a time per Fly app, held by a run from its import to its verification.
+
+    flyctl rollouts on one app collide on machine leases, and a run verifying while
+    another run's rollout restarts machines would see them replacing. The lock belongs
+    to a run rather than a task, so two steps of the same run can share it.
+    NOTE: the lock is per process; two bot processes on one database do not share it.
+    """
+
+    def __init__(self) -> None:
+        self._holders: dict[str, str] = {}
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, app: str, run_id: str) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._holders.get(app) in (None, run_id))
+            self._holders[app] = run_id
+
+    async def release_run(self, run_id: str) -> None:
+        async with self._changed:
+            for app in [app for app, holder in self._holders.items() if holder == run_id]:
+                del self._holders[app]
+            self._changed.notify_all()
+
+    def holder(self, app: str) -> str | None:
+        return self._holders.get(app)
+
+
 @dataclass
 class Services:
     """Long-lived dependencies shared by every run."""
@@ -34,12 +62,7 @@ class Services:
     flyctl: FlyctlClient
     sealer: Sealer
     redactor: Redactor
-    # flyctl rollouts on one app collide on machine leases, so changes to one app run one
-    # at a time within this process.
-    app_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-    def app_lock(self, app: str) -> asyncio.Lock:
-        return self.app_locks.setdefault(app, asyncio.Lock())
+    app_locks: AppLocks = field(default_factory=AppLocks)
 
 
 @dataclass

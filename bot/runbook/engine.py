@@ -8,9 +8,10 @@ unique key, so the database, not an in-process flag, decides who wins a race.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -86,6 +87,13 @@ class Engine:
         reason: str | None,
         origin: str = "slack",
     ) -> StartResult:
+        with self._tracked():
+            return await self._start_run(kind=kind, app=app, secret_names=secret_names, requester=requester,
+                                         reason=reason, origin=origin)
+
+    async def _start_run(
+        self, *, kind: str, app: str, secret_names: Sequence[str], requester: str, reason: str | None, origin: str
+    ) -> StartResult:
         runbook = self.runbooks[kind]
         run_id = secrets.token_hex(6)
         try:
@@ -117,7 +125,7 @@ class Engine:
             raise
 
         view = await self.require_run(run_id)
-        if await self._notify(self.observer.run_created, view) is False:
+        if await self._notify(self.observer.run_created, view) is not True:
             # Nobody could approve or follow a run that is shown nowhere.
             await self._finish(run_id, position=0, outcome=Failed(
                 "the run could not be posted for approval, so it was stopped before any change"))
@@ -228,6 +236,8 @@ class Engine:
         except SecretbotError:
             logger.exception("audit record for step %d of run %s could not be written", position, run_id)
         view = await self.require_run(run_id)
+        if view.finished:
+            await self.services.app_locks.release_run(run_id)
         await self._notify(self.observer.step_changed, view, view.steps[position])
         if view.finished:
             logger.info("run finished run_id=%s status=%s app=%s", run_id, view.status, view.app)
@@ -242,6 +252,7 @@ class Engine:
             await _close_secrets(session, run_id)
             await session.execute(delete(PendingValue).where(PendingValue.run_id == run_id))
 
+        await self.services.app_locks.release_run(run_id)
         view = await self.require_run(run_id)
         logger.info("run finished run_id=%s status=%s step=%d app=%s", run_id, status, position, view.app)
         try:
@@ -259,6 +270,10 @@ class Engine:
 
     async def submit(self, *, run_id: str, position: int, action: str, user_id: str) -> SubmitResult:
         """Record a decision on a waiting step if the user is allowed to make it and no decision came first."""
+        with self._tracked():
+            return await self._submit(run_id=run_id, position=position, action=action, user_id=user_id)
+
+    async def _submit(self, *, run_id: str, position: int, action: str, user_id: str) -> SubmitResult:
         view = await self.get_run(run_id)
         if view is None:
             return Rejected(f"run {run_id} does not exist")
@@ -287,12 +302,19 @@ class Engine:
             return earlier or Rejected("another decision was recorded first")
 
         logger.info("decision accepted run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
-        await ctx.audit(f"step.{action}", actor=user_id)
+        await self._complete_decision(run_id, position, decision)
+        return Accepted(await self.require_run(run_id))
+
+    async def _complete_decision(self, run_id: str, position: int, decision: StepDecision) -> None:
+        """Apply a recorded decision; also run at start-up for one recorded just before a stop."""
+        view = await self.require_run(run_id)
+        step_kind = self.runbooks[view.kind].steps[position]
+        ctx = self._context(view, position)
+        await ctx.audit(f"step.{decision.action}", actor=decision.user_id)
         outcome = await step_kind.decide(ctx, decision)
-        await self._apply(run_id, position, outcome, actor=user_id)
+        await self._apply(run_id, position, outcome, actor=decision.user_id)
         if isinstance(outcome, (Done, Skipped)):
             self.spawn(self.advance(run_id), name=f"advance-{run_id}")
-        return Accepted(await self.require_run(run_id))
 
     async def _record_decision(self, run_id: str, position: int, decision: StepDecision) -> bool:
         try:
@@ -380,21 +402,89 @@ class Engine:
     async def resume(self) -> int:
         """Pick up runs that were in progress when the process stopped; return how many."""
         async with self.services.sessions() as session:
-            runs = list(await session.scalars(select(Run).where(Run.status.in_(("pending", "running")))))
+            runs = list(await session.scalars(select(Run).where(Run.status.in_(("pending", "running", "waiting")))))
+        resumed = 0
         for run in runs:
             step = next((s for s in run.steps if s.position == run.current_step), None)
-            if step is not None and step.status == "running":
-                step_kind = self.runbooks[run.kind].steps[step.position]
-                if not step_kind.restartable:
-                    await self._finish(run.id, position=step.position, outcome=Failed(
-                        f"the bot restarted while '{step_kind.title}' was running, so its result is unknown; "
-                        f"check `flyctl secrets list -a {run.app}` before starting a new run"))
-                    continue
-                async with self.services.sessions.begin() as session:
-                    await _set_step(session, run.id, step.position, status="pending")
-            logger.info("resuming run run_id=%s step=%d app=%s", run.id, run.current_step, run.app)
-            self.spawn(self.advance(run.id), name=f"resume-{run.id}")
-        return len(runs)
+            if step is None:
+                continue
+            if run.status == "pending":
+                # The process may have stopped before the run was shown; showing it again is
+                # harmless because the observer keeps one message per run.
+                self.spawn(self._show_and_advance(run.id), name=f"resume-{run.id}")
+            elif step.status == "running":
+                self.spawn(self._resume_running_step(run.id, step.position), name=f"resume-{run.id}")
+            elif step.status == "pending":
+                self.spawn(self.advance(run.id), name=f"resume-{run.id}")
+            else:
+                continue
+            logger.info("resuming run run_id=%s step=%d status=%s app=%s", run.id, step.position, run.status, run.app)
+            resumed += 1
+        return resumed
+
+    async def _show_and_advance(self, run_id: str) -> None:
+        view = await self.require_run(run_id)
+        if await self._notify(self.observer.run_created, view) is not True:
+            await self._finish(run_id, position=view.current_step, outcome=Failed(
+                "the run could not be posted for approval, so it was stopped before any change"))
+            return
+        await self.advance(run_id)
+
+    async def _resume_running_step(self, run_id: str, position: int) -> None:
+        decision = await self._decision(run_id, position)
+        view = await self.require_run(run_id)
+        if decision is not None and view.status == "waiting":
+            # A decision was stored but the process stopped before it took effect.
+            await self._complete_decision(run_id, position,
+                                          StepDecision(action=decision.action, user_id=decision.user_id))
+            return
+        step_kind = self.runbooks[view.kind].steps[position]
+        if step_kind.restartable:
+            async with self.services.sessions.begin() as session:
+                await _set_step(session, run_id, position, status="pending")
+            await self.advance(run_id)
+            return
+        outcome = await self._execute_settle(step_kind, self._context(view, position))
+        await self._apply(run_id, position, outcome, actor=None)
+        if isinstance(outcome, (Done, Skipped)):
+            await self.advance(run_id)
+
+    async def _execute_settle(self, step_kind: StepKind, ctx: StepContext) -> StepOutcome:
+        try:
+            return await step_kind.settle(ctx)
+        except Exception as exc:  # noqa: BLE001 - settling must end the step, not leave it running
+            logger.exception("settling step failed %s", ctx.log_context())
+            return Failed(f"the bot restarted while '{step_kind.title}' was running and its result could not be "
+                          f"read ({type(exc).__name__}); check `flyctl secrets list -a {ctx.run.app}`")
+
+    async def cancel(self, *, run_id: str, user_id: str, reason: str, force: bool = False) -> SubmitResult:
+        """Stop an open run. Without `force`, a step that is running is left to finish first."""
+        with self._tracked():
+            view = await self.get_run(run_id)
+            if view is None:
+                return Rejected(f"run {run_id} does not exist")
+            if view.finished:
+                return Rejected(f"run {run_id} already ended ({view.status})")
+            step = view.steps[view.current_step]
+            if step.status == "running" and not force:
+                return Rejected(f"step '{step.title}' is running; wait for it to end, then cancel")
+            logger.info("run cancelled run_id=%s user=%s step=%d", run_id, user_id, view.current_step)
+            await self._finish(run_id, position=view.current_step, actor=user_id,
+                               outcome=Failed(f"Cancelled: {reason}"))
+            return Accepted(await self.require_run(run_id))
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        """Count the calling task as background work, so shutdown waits for it."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
 
     async def _notify(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         try:

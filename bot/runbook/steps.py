@@ -75,6 +75,16 @@ class StepKind(ABC):
     async def execute(self, ctx: StepContext) -> StepOutcome:
         """Run the step, or return Waiting when it needs a person."""
 
+    async def settle(self, ctx: StepContext) -> StepOutcome:
+        """Decide the outcome of a step that was running when the bot stopped.
+
+        Only called for steps that are not `restartable`; the default gives up.
+        """
+        return Failed(
+            f"the bot restarted while '{self.title}' was running, so its result is unknown; "
+            f"check the app with `flyctl secrets list -a {ctx.run.app}` before starting a new run"
+        )
+
     def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
         """Return the users who may answer this step when it waits; empty for automatic steps."""
         return ()

@@ -41,8 +41,9 @@ class UpdateFlySecrets(StepKind):
         except UnsafeValueError as exc:
             return Failed(f"{exc}. Nothing was changed on Fly.")
 
-        async with ctx.services.app_lock(app):
-            return await self._import(ctx, app, names, values)
+        # Held until verification ends, or released by the engine when the run stops.
+        await ctx.services.app_locks.acquire(app, ctx.run.id)
+        return await self._import(ctx, app, names, values)
 
     async def _import(self, ctx: StepContext, app: str, names: list[str], values: dict[str, str]) -> StepOutcome:
         before = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
@@ -70,7 +71,10 @@ class UpdateFlySecrets(StepKind):
     ) -> StepOutcome:
         what = "timed out" if isinstance(exc, FlyctlTimeout) else f"failed (exit {exc.exit_code})"
         logger.warning("flyctl secrets import %s %s stderr=%s", what, ctx.log_context(), exc.stderr)
-        stored = await self._changed_digests(ctx, app, names, before)
+        after = await self._digests(ctx, app)
+        stored = {name for name in names if after is not None and after.get(name) != before.get(name)}
+        if after is not None:
+            await ctx.record_digests(after={name: after.get(name) for name in names})
         await ctx.audit("fly.import.failed", exit_code=exc.exit_code, error=str(exc), stored=sorted(stored))
         if exc.stdout or exc.stderr:
             await ctx.report("flyctl output:\n" + _tail(exc.stdout + "\n" + exc.stderr))
@@ -83,15 +87,45 @@ class UpdateFlySecrets(StepKind):
             state = "Fly still reports the old digest, so the old value is in place."
         return Failed(f"flyctl secrets import {what}: {exc}. {state}")
 
-    async def _changed_digests(
-        self, ctx: StepContext, app: str, names: list[str], before: dict[str, str]
-    ) -> set[str]:
+    async def _digests(self, ctx: StepContext, app: str) -> dict[str, str] | None:
         try:
-            after = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
+            return {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
         except FlyctlError as exc:
             logger.warning("cannot read secrets after a failed import %s error=%s", ctx.log_context(), exc)
-            return set()
-        return {name for name in names if after.get(name) != before.get(name)}
+            return None
+
+    async def settle(self, ctx: StepContext) -> StepOutcome:
+        """Read Fly's digests to learn whether an import cut short by a restart stored the value."""
+        app = ctx.run.app
+        before = {secret.name: secret.digest_before for secret in ctx.run.secrets}
+        if any(digest is None for digest in before.values()):
+            # The restart came before the digests were read, so flyctl never ran.
+            return Failed("the bot restarted before `flyctl secrets import` ran; nothing was changed. "
+                          "Start a new rotation.")
+        after = await self._digests(ctx, app)
+        if after is None:
+            return await super().settle(ctx)
+        names = list(ctx.run.secret_names)
+        changed = [name for name in names if after.get(name) != before[name]]
+        await ctx.record_digests(after={name: after.get(name) for name in names})
+        await ctx.audit("fly.import.settled", changed=changed)
+        # NOTE: a flyctl left running by a killed bot may still store the value after
+        # this check; the verification step reads the digests again.
+        if len(changed) == len(names):
+            await ctx.clear_values()
+            return Done(
+                f"The bot restarted during `flyctl secrets import`, but Fly reports a new digest for "
+                f"{', '.join(names)}, so the new value is stored. Verification checks the rollout."
+            )
+        if not changed:
+            return Failed(
+                "the bot restarted during `flyctl secrets import` and Fly still reports the old digest, "
+                "so nothing was changed. Start a new rotation."
+            )
+        return Failed(
+            f"the bot restarted during `flyctl secrets import`; Fly reports a new digest only for "
+            f"{', '.join(changed)}. Check `flyctl secrets list -a {app}` before starting a new run."
+        )
 
 
 def _tail(output: str) -> str:

@@ -28,6 +28,16 @@ class GenerateValues(StepKind):
                 "which this version of secretbot does not support yet. Nothing was changed."
             )
 
+        unreadable = [
+            policy.name for policy in policies if policy.external is not None and ctx.services.sealer.ephemeral
+        ]
+        if unreadable:
+            return Failed(
+                f"{', '.join(unreadable)} must also be updated in an external system, and the person doing that "
+                "reads the new value with `secretbot pending show`, which needs SECRETBOT_BACKUP_KEY. "
+                "Set it for the bot and start a new rotation. Nothing was changed."
+            )
+
         listed = {secret.name for secret in await ctx.flyctl.list_secrets(ctx.run.app)}
         missing = [name for name in ctx.run.secret_names if name not in listed]
         if missing:

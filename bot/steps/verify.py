@@ -20,15 +20,19 @@ class VerifyDeployment(StepKind):
             f"Checking machines, release, checks and digests of {app} for up to {fly.verify_timeout:.0f} s"
             + (f", and GET {health_url}." if health_url else ".")
         )
-        report = await verify_deployment(
-            ctx.flyctl,
-            app,
-            names,
-            digests_before={secret.name: secret.digest_before for secret in ctx.run.secrets},
-            timeout=fly.verify_timeout,
-            poll_interval=fly.verify_interval,
-            health_url=health_url,
-        )
+        try:
+            report = await verify_deployment(
+                ctx.flyctl,
+                app,
+                names,
+                digests_before={secret.name: secret.digest_before for secret in ctx.run.secrets},
+                timeout=fly.verify_timeout,
+                poll_interval=fly.verify_interval,
+                health_url=health_url,
+            )
+        finally:
+            # Taken by the Fly update step; another run's rollout may start once this one is checked.
+            await ctx.services.app_locks.release_run(ctx.run.id)
         await ctx.record_digests(after=report.digests_after)
         await ctx.audit(
             "verification.passed" if report.ok else "verification.failed",
