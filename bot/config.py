@@ -17,6 +17,8 @@ from bot.errors import ConfigError
 from bot.policy import (
     APP_NAME_PATTERN,
     BUILTIN_SECRETS,
+    BackupS3Settings,
+    BackupSettings,
     SECRET_NAME_PATTERN,
     FlySettings,
     Policy,
@@ -39,10 +41,21 @@ MAX_TIMEOUT_SECONDS = 24 * 3600
 MIN_GENERATED_BYTES = 16
 MAX_GENERATED_LENGTH = 4096
 
-_TOP_LEVEL_KEYS = {"slack", "fly", "secrets"}
+_TOP_LEVEL_KEYS = {"slack", "fly", "secrets", "backups"}
+_BACKUPS_KEYS = {"s3"}
+_BACKUPS_S3_KEYS = {"endpoint_url", "bucket", "prefix", "region"}
+# Names an operator might reach for when putting the bucket's key pair in the file.
+_S3_CREDENTIAL_KEYS = {
+    "access_key_id", "secret_access_key", "aws_access_key_id", "aws_secret_access_key", "key_id", "application_key",
+}
+# S3's rule for bucket names in URLs and virtual-hosted requests; Backblaze B2 names fit it too.
+S3_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+S3_REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 _SLACK_KEYS = {"channel", "approvers"}
 _FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
-_SECRET_KEYS = {"priority", "source", "format", "length", "external", "instructions"}
+_SECRET_KEYS = {
+    "priority", "source", "format", "length", "external", "instructions", "value_pattern", "allow_whitespace",
+}
 
 
 class _Reader:
@@ -122,7 +135,8 @@ def load_policy(path: Path, *, required: bool = False) -> Policy:
     fly = _read_fly(reader, reader.table(raw, "fly", "fly"))
     secrets = dict(BUILTIN_SECRETS)
     secrets.update(_read_secrets(reader, reader.table(raw, "secrets", "secrets")))
-    return Policy(slack=slack, fly=fly, secrets=secrets, source_path=str(path))
+    backups = _read_backups(reader, reader.table(raw, "backups", "backups"))
+    return Policy(slack=slack, fly=fly, secrets=secrets, source_path=str(path), backups=backups)
 
 
 def _read_slack(reader: _Reader, data: dict[str, Any]) -> SlackSettings:
@@ -218,6 +232,21 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
     if "instructions" in entry:
         instructions = reader.string(entry["instructions"], f"{prefix}.instructions")
 
+    value_pattern = builtin.value_pattern if builtin else None
+    if "value_pattern" in entry:
+        if source is not Source.PROVIDER:
+            raise reader.fail(f"{prefix}.value_pattern", 'only applies to source = "provider"')
+        value_pattern = reader.string(entry["value_pattern"], f"{prefix}.value_pattern")
+        try:
+            re.compile(value_pattern)
+        except re.error as exc:
+            raise reader.fail(f"{prefix}.value_pattern", f"invalid regular expression: {exc}") from exc
+    allow_whitespace = builtin.allow_whitespace if builtin else False
+    if "allow_whitespace" in entry:
+        if not isinstance(entry["allow_whitespace"], bool):
+            raise reader.fail(f"{prefix}.allow_whitespace", f"expected true or false, got {entry['allow_whitespace']!r}")
+        allow_whitespace = entry["allow_whitespace"]
+
     return SecretPolicy(
         name=name,
         priority=priority,
@@ -226,6 +255,8 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
         length=length,
         external=external,
         instructions=instructions,
+        value_pattern=value_pattern,
+        allow_whitespace=allow_whitespace,
     )
 
 
@@ -238,3 +269,59 @@ def _read_length(reader: _Reader, value: Any, key: str, value_format: ValueForma
     if not minimum <= value <= MAX_GENERATED_LENGTH:
         raise reader.fail(key, f"{value} is out of range; expected {minimum} to {MAX_GENERATED_LENGTH}")
     return value
+
+
+def _read_backups(reader: _Reader, data: dict[str, Any]) -> BackupSettings:
+    reader.reject_unknown(data, "backups", _BACKUPS_KEYS)
+    if "s3" not in data:
+        return BackupSettings()
+    return BackupSettings(s3=_read_backups_s3(reader, reader.table(data, "backups.s3", "s3")))
+
+
+def _read_backups_s3(reader: _Reader, data: dict[str, Any]) -> BackupS3Settings:
+    for name in data:
+        if name.lower() in _S3_CREDENTIAL_KEYS:
+            raise reader.fail(
+                f"backups.s3.{name}",
+                "credentials do not belong in this file; remove the key and set SECRETBOT_S3_ACCESS_KEY_ID "
+                "and SECRETBOT_S3_SECRET_ACCESS_KEY in the bot's environment",
+            )
+    reader.reject_unknown(data, "backups.s3", _BACKUPS_S3_KEYS)
+    for required in ("endpoint_url", "bucket"):
+        if required not in data:
+            raise reader.fail(f"backups.s3.{required}", "missing; required when [backups.s3] is present")
+    defaults = BackupS3Settings(endpoint_url="", bucket="")
+
+    endpoint_url = reader.string(data["endpoint_url"], "backups.s3.endpoint_url")
+    parsed = urlparse(endpoint_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise reader.fail(
+            "backups.s3.endpoint_url",
+            f"{endpoint_url!r} is not an http or https URL; for Backblaze B2 use https://s3.<region>.backblazeb2.com",
+        )
+
+    bucket = reader.string(data["bucket"], "backups.s3.bucket")
+    if not S3_BUCKET_PATTERN.match(bucket):
+        raise reader.fail(
+            "backups.s3.bucket",
+            f"{bucket!r} is not a valid bucket name; use 3 to 63 lowercase letters, digits, dots and dashes",
+        )
+
+    prefix = defaults.prefix
+    if "prefix" in data:
+        prefix = data["prefix"]
+        if not isinstance(prefix, str):
+            raise reader.fail("backups.s3.prefix", f"expected a string, got {prefix!r}")
+        # An empty prefix is allowed and stores objects at the top of the bucket.
+        if prefix.startswith("/") or (prefix and not prefix.endswith("/")):
+            raise reader.fail(
+                "backups.s3.prefix", f"{prefix!r} must not start with '/' and must end with '/', like \"secretbot/\""
+            )
+
+    region = defaults.region
+    if "region" in data:
+        region = reader.string(data["region"], "backups.s3.region")
+        if not S3_REGION_PATTERN.match(region):
+            raise reader.fail("backups.s3.region", f"{region!r} is not a region name like us-east-1 or us-west-004")
+
+    return BackupS3Settings(endpoint_url=endpoint_url, bucket=bucket, prefix=prefix, region=region)

@@ -53,6 +53,10 @@ class SecretPolicy:
     # A system outside Fly that a person must update by hand during a rotation.
     external: str | None = None
     instructions: str | None = None
+    # Provider values only: a regular expression the whole entered value must match, and
+    # whether leading or trailing whitespace is accepted (usually a copy-and-paste slip).
+    value_pattern: str | None = None
+    allow_whitespace: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,27 @@ class FlySettings:
 
 
 @dataclass(frozen=True)
+class BackupS3Settings:
+    """Where the second copy of each encrypted backup goes: any S3-compatible bucket.
+
+    The access key pair is not here: it comes from SECRETBOT_S3_ACCESS_KEY_ID and
+    SECRETBOT_S3_SECRET_ACCESS_KEY, so the file can be committed.
+    """
+
+    endpoint_url: str
+    bucket: str
+    # Object keys are `<prefix><app>/<name>/v<version>.json`.
+    prefix: str = "secretbot/"
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    # None keeps backups in the bot's database only.
+    s3: BackupS3Settings | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """The whole configuration read from secretbot.toml, or the built-in one."""
 
@@ -83,6 +108,7 @@ class Policy:
     fly: FlySettings
     secrets: dict[str, SecretPolicy]
     source_path: str | None = None
+    backups: BackupSettings = field(default_factory=BackupSettings)
 
     def secret(self, name: str) -> SecretPolicy | None:
         return self.secrets.get(name)

@@ -30,6 +30,9 @@ class Settings:
     # True when SECRETBOT_CONFIG names the file, which must then exist.
     config_required: bool = False
     backup_key: str | None = field(repr=False, default=None)
+    # Credentials for the bucket in [backups.s3]; never read from secretbot.toml.
+    s3_access_key_id: str | None = field(repr=False, default=None)
+    s3_secret_access_key: str | None = field(repr=False, default=None)
     port: int = 8080
     log_level: str = "INFO"
 
@@ -90,6 +93,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         config_path=Path(env.get("SECRETBOT_CONFIG") or "secretbot.toml"),
         config_required=bool(env.get("SECRETBOT_CONFIG")),
         backup_key=env.get("SECRETBOT_BACKUP_KEY") or None,
+        s3_access_key_id=env.get("SECRETBOT_S3_ACCESS_KEY_ID") or None,
+        s3_secret_access_key=env.get("SECRETBOT_S3_SECRET_ACCESS_KEY") or None,
         port=port,
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
     )

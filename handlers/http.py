@@ -1,14 +1,22 @@
-"""The `/slack/events` endpoint: signature check, then bolt's dispatcher.
+"""The `/slack/events` endpoint: signature check, body shape check, then bolt's dispatcher.
 
 The signature is checked here rather than by bolt, because bolt's check logs the whole
 request body when a signature is bad, and a body may carry a secret value.
+
+A correctly signed body still reaches bolt only if it has the shape bolt and the
+listeners read. bolt indexes into the body without checking types, so a `payload` that
+is not a JSON object, or an `actions` field that is not a list, would raise inside bolt
+and answer 500 (or 404 after bolt's 3-second wait for an ack). Such a body gets 400 here.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -16,6 +24,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.request.internals import build_normalized_headers, extract_content_type
 from slack_sdk.signature import SignatureVerifier
 
 logger = logging.getLogger(__name__)
@@ -24,6 +33,11 @@ logger = logging.getLogger(__name__)
 # the cap keeps a forged request from making the bot buffer megabytes.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CLOCK_SKEW_SECONDS = 300
+# Unix time has 10 digits until the year 2286; a longer header cannot be within the skew,
+# and converting thousands of digits to a number is slow or raises.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# Slack signatures are "v0=" and 64 hex digits; hmac.compare_digest raises on non-ASCII text.
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 
 # Headers bolt uses between its own processes to run a lazy listener directly; a request
 # from outside must never carry them.
@@ -60,6 +74,15 @@ class SlackEndpoint:
         headers: dict[str, str | Sequence[str]] = {
             name: value for name, value in request.headers.items() if name.lower() not in _INTERNAL_HEADERS
         }
+        # bolt's own helpers pick the Content-Type, so the check reads the body as bolt will.
+        content_type = extract_content_type(build_normalized_headers(headers))
+        try:
+            check_body(body, content_type)
+        except MalformedRequest as exc:
+            # The message names a field, never a value.
+            logger.warning("rejected malformed request: %s remote=%s bytes=%d", exc, request.remote, len(raw))
+            return web.json_response({"error": "invalid request"}, status=400)
+
         bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=headers)
         _repair_form_body(bolt_request)
         bolt_response = await self.app.async_dispatch(bolt_request)
@@ -74,14 +97,153 @@ class SlackEndpoint:
     def _signature_problem(self, body: str, timestamp: str, signature: str) -> str | None:
         if not timestamp or not signature:
             return "missing signature headers"
-        if not timestamp.isdigit():
-            return "non-numeric timestamp"
+        if not _TIMESTAMP.fullmatch(timestamp):
+            return "timestamp is not a number of at most 12 ASCII digits"
+        if not _SIGNATURE.fullmatch(signature):
+            return "malformed signature"
         skew = abs(time.time() - int(timestamp))
         if skew > MAX_CLOCK_SKEW_SECONDS:
             return f"stale timestamp ({int(skew)} s off)"
         if not self.verifier.is_valid(body, timestamp, signature):
             return "bad signature"
         return None
+
+
+class MalformedRequest(Exception):
+    """A signed body without the fields bolt and the listeners read; the message names the field."""
+
+
+# Nested objects that bolt's context extraction walks with the same field reads as the
+# top level (slack_bolt 1.30, request/internals.py: extract_user_id, extract_team_id, ...).
+_WALKED_OBJECTS = ("event", "message", "previous_message", "item", "assistant_thread", "view")
+# bolt's extract functions recurse into these without a limit. Slack's own bodies nest
+# event > message (message_changed); 6 is a margin chosen here, not a Slack limit.
+_MAX_NESTING = 6
+# bolt reads each of these as an id string or as an object holding "id", and raises on other types.
+_ID_OR_OBJECT_FIELDS = ("user", "channel", "team", "enterprise")
+# bolt indexes into these (`"type" in body["event"]`, `body["view"]["callback_id"]`) or calls
+# `.get` on them without a type check.
+_OBJECT_FIELDS = ("event", "view", "function", "workflow_step")
+# bolt takes `[0]` of these and calls `.get` on it, or bolt's listeners get them as objects.
+_OBJECT_LIST_FIELDS = ("authorizations", "response_urls", "actions")
+# bolt matches these against strings and patterns, concatenates them or passes them to the Web API client.
+_STRING_FIELDS = (
+    "type", "action_id", "callback_id", "response_url", "team_id", "user_id", "channel_id", "enterprise_id",
+    "function_execution_id", "bot_access_token",
+)
+_SLASH_COMMAND_FIELDS = ("command", "user_id", "channel_id")
+
+
+def check_body(raw_body: str, content_type: str | None) -> None:
+    """Raise MalformedRequest unless the body has the shape bolt and the listeners read.
+
+    The body is split into JSON, interactivity payload or form fields by the same tests
+    as bolt's `parse_body` (slack_bolt 1.30, request/internals.py), so the check sees the
+    fields bolt will dispatch on. A form body that mentions "payload" without a `payload`
+    field is a slash command here, as `_repair_form_body` makes it for bolt.
+    """
+    if not raw_body:
+        raise MalformedRequest("empty body")
+    if content_type == "application/json" or raw_body.startswith("{"):
+        _check_document(_load_object(raw_body, "JSON body"), "JSON body")
+        return
+
+    form = dict(parse_qsl(raw_body, keep_blank_values=True))
+    if "payload" in raw_body and "payload" in form:
+        _check_interaction(_load_object(form["payload"], "payload field"))
+    elif form.get("ssl_check") == "1":
+        # Slack's check of the request URL's certificate; bolt answers it with an empty 200.
+        _check_fields_bolt_reads(form, "ssl_check form")
+    else:
+        for name in _SLASH_COMMAND_FIELDS:
+            if not form.get(name):
+                raise MalformedRequest(f"form body has no {name}, which a slash command needs")
+        _check_fields_bolt_reads(form, "slash command")
+
+
+def _load_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers longer than Python's 4300-digit limit.
+        raise MalformedRequest(f"{where} is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(document, dict):
+        raise MalformedRequest(f"{where} is JSON {type(document).__name__}, not an object")
+    return document
+
+
+def _check_interaction(payload: dict[str, Any]) -> None:
+    user = payload.get("user")
+    if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"]:
+        raise MalformedRequest("payload user is not an object with a non-empty string id")
+    _check_document(payload, "payload")
+
+
+def _check_document(payload: dict[str, Any], where: str) -> None:
+    """Check a JSON body or payload; bolt matches listeners on `type` whichever way it arrived."""
+    _require_string(payload, "type", where)
+    kind = payload["type"]
+    if kind in ("block_actions", "interactive_message"):
+        # bolt reads actions[0] of both kinds to match a listener.
+        actions = payload.get("actions")
+        if not isinstance(actions, list) or not actions:
+            raise MalformedRequest(f"{where} of type {kind} has no actions list")
+        for index, action in enumerate(actions):
+            if not isinstance(action, dict):
+                raise MalformedRequest(f"{where} actions[{index}] is not an object")
+            if kind == "block_actions" and not isinstance(action.get("action_id"), str):
+                raise MalformedRequest(f"{where} actions[{index}].action_id is not a string")
+
+    view = payload.get("view")
+    is_step_save = kind == "view_submission" and isinstance(view, dict) and view.get("type") == "workflow_step"
+    if (kind == "workflow_step_edit" or is_step_save) and not isinstance(payload.get("workflow_step"), dict):
+        # bolt hands body["workflow_step"] to every listener of a workflow step payload.
+        raise MalformedRequest(f"{where} of type {kind} has no workflow_step object")
+    _check_fields_bolt_reads(payload, where)
+
+
+def _check_fields_bolt_reads(document: dict[str, Any], where: str) -> None:
+    """Check the types of the fields bolt reads while building its context and matching listeners."""
+    pending = [(document, where, 0)]
+    while pending:
+        current, path, depth = pending.pop()
+        if depth > _MAX_NESTING:
+            raise MalformedRequest(f"{path} is nested more than {_MAX_NESTING} objects deep")
+        for name in _ID_OR_OBJECT_FIELDS:
+            if not isinstance(current.get(name), (str, dict, type(None))):
+                raise MalformedRequest(f"{path}.{name} is neither a string nor an object")
+        for name in _OBJECT_FIELDS:
+            if name in current and not isinstance(current[name], dict):
+                raise MalformedRequest(f"{path}.{name} is not an object")
+        view = current.get("view")
+        if isinstance(view, dict) and not isinstance(view.get("type"), str):
+            # bolt reads body["view"]["type"] of every view_submission that has a callback_id.
+            raise MalformedRequest(f"{path}.view has no string type")
+        for name in _OBJECT_LIST_FIELDS:
+            value = current.get(name)
+            # bolt checks only authorizations for null before taking [0].
+            if name == "authorizations" and value is None:
+                continue
+            if name in current and not (isinstance(value, list) and all(isinstance(item, dict) for item in value)):
+                raise MalformedRequest(f"{path}.{name} is not a list of objects")
+        if len(current.get("response_urls") or ()) > 1:
+            # bolt 1.30 logs a debug line through a context logger that does not exist yet, and raises KeyError.
+            raise MalformedRequest(f"{path}.response_urls has more than one entry")
+        for name in _STRING_FIELDS:
+            if not isinstance(current.get(name), (str, type(None))):
+                raise MalformedRequest(f"{path}.{name} is not a string")
+
+        for name in _WALKED_OBJECTS:
+            nested = current.get(name)
+            if isinstance(nested, dict):
+                pending.append((nested, f"{path}.{name}", depth + 1))
+        for index, item in enumerate(current.get("authorizations") or ()):
+            pending.append((item, f"{path}.authorizations[{index}]", depth + 1))
+
+
+def _require_string(document: dict[str, Any], name: str, where: str) -> None:
+    if not isinstance(document.get(name), str):
+        raise MalformedRequest(f"{where} has no string {name}")
 
 
 def _repair_form_body(request: AsyncBoltRequest) -> None:

@@ -7,6 +7,7 @@ the listener runs in the background.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -14,10 +15,12 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import CommandError
 from bot.policy import Policy
-from bot.runbook.engine import Accepted, AlreadyDecided, AlreadyOpen, Engine, Rejected
+from bot.runbook.engine import Accepted, AlreadyDecided, AlreadyOpen, Engine, Invalid, Rejected
 from handlers import messages
 from handlers.command_text import HelpCommand, RotateCommand, help_text, parse_command
 from handlers.observer import SlackObserver
@@ -25,6 +28,8 @@ from handlers.observer import SlackObserver
 logger = logging.getLogger(__name__)
 
 STEP_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(approve|deny|done)$")
+# The enter button opens a form instead of deciding at once.
+ENTER_ACTION_ID = f"{messages.ACTION_PREFIX}enter"
 _VALUE_PATTERN = re.compile(r"^([0-9a-f]{12}):([0-9]{1,3})$")
 
 
@@ -71,8 +76,77 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         elif isinstance(result, AlreadyDecided):
             await respond(response_type="ephemeral", replace_original=False,
                           text=messages.already_decided_reply(result.user_id, result.action, result.decided_at))
+        elif isinstance(result, Invalid):
+            # Buttons carry no values; only the value form gets this answer.
+            await respond(response_type="ephemeral", replace_original=False,
+                          text=messages.rejected_reply("; ".join(result.problems.values())))
         else:
             assert isinstance(result, Accepted)
+
+    @app.action(ENTER_ACTION_ID)
+    async def enter_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
+                           respond: AsyncRespond) -> None:
+        await ack()
+        user = body.get("user")
+        user_id = user.get("id") if isinstance(user, dict) else None
+        match = _VALUE_PATTERN.match(str(action.get("value", "")))
+        trigger_id = body.get("trigger_id")
+        if not isinstance(user_id, str) or match is None or not isinstance(trigger_id, str):
+            logger.warning("ignored an enter-value button with a malformed payload")
+            await respond(response_type="ephemeral", replace_original=False,
+                          text="This button is not recognised; nothing was changed.")
+            return
+
+        # The trigger_id expires 3 seconds after the click, so only quick reads happen first.
+        checked = await engine.check_answer(run_id=match.group(1), position=int(match.group(2)), user_id=user_id)
+        if isinstance(checked, Rejected):
+            await respond(response_type="ephemeral", replace_original=False,
+                          text=messages.rejected_reply(checked.reason))
+            return
+        run, step_kind = checked
+        step = run.steps[int(match.group(2))]
+        inputs = step_kind.inputs(run, policy)
+        try:
+            await client.views_open(trigger_id=trigger_id, view=messages.value_modal(run, step, inputs))
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else None
+            logger.warning("views.open failed run_id=%s error=%s", run.id, error)
+            await respond(response_type="ephemeral", replace_original=False,
+                          text="The form could not be opened in time; press the button again.")
+
+    @app.view(messages.VALUE_MODAL_CALLBACK)
+    async def values_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = body.get("user")
+        user_id = user.get("id") if isinstance(user, dict) else None
+        try:
+            metadata = json.loads(str(view.get("private_metadata", "")))
+            run_id, position = str(metadata["run_id"]), int(metadata["position"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored a value form with malformed metadata")
+            await ack()
+            return
+        state = view.get("state")
+        state_values = state.get("values") if isinstance(state, dict) else None
+        entered = messages.values_from_view(state_values if isinstance(state_values, dict) else {})
+        first_block = next(iter(f"{messages.VALUE_BLOCK_PREFIX}{name}" for name in entered), "")
+        if not isinstance(user_id, str) or not entered:
+            await ack()
+            return
+
+        # Validation and storage take milliseconds; the answer must reach Slack within 3 s
+        # because inline errors can only be shown in the acknowledgement.
+        result = await engine.submit(run_id=run_id, position=position, action="enter", user_id=user_id,
+                                     values=entered)
+        if isinstance(result, Invalid):
+            await ack(response_action="errors", errors={
+                f"{messages.VALUE_BLOCK_PREFIX}{name}": problem for name, problem in result.problems.items()})
+        elif isinstance(result, Rejected):
+            await ack(response_action="errors", errors={first_block: result.reason})
+        elif isinstance(result, AlreadyDecided):
+            await ack(response_action="errors", errors={
+                first_block: messages.already_decided_reply(result.user_id, result.action, result.decided_at)})
+        else:
+            await ack()
 
     @app.event("app_home_opened")
     async def home_opened(event: dict[str, Any]) -> None:

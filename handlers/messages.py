@@ -7,10 +7,12 @@ mrkdwn, so `<!channel>` or `<@U123>` in it cannot ping anyone. Block Kit limits
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from typing import Any
 
+from bot.runbook.steps import ValueInput
 from bot.runbook.views import RunView, StepView
 
 SECTION_LIMIT = 3000
@@ -35,7 +37,7 @@ RUN_STATUS_TEXT = {
     "failed": "failed",
     "denied": "denied",
 }
-DECISION_VERBS = {"approve": "approved", "deny": "denied", "done": "confirmed"}
+DECISION_VERBS = {"approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered"}
 ACTION_PREFIX = "step_"
 
 
@@ -129,6 +131,60 @@ def action_buttons(run: RunView, step: StepView) -> dict[str, Any]:
             button["style"] = action.style
         elements.append(button)
     return {"type": "actions", "block_id": block_id, "elements": elements}
+
+
+VALUE_MODAL_CALLBACK = "enter_values"
+VALUE_BLOCK_PREFIX = "value:"
+VALUE_ACTION_ID = "value"
+# Slack caps a plain_text_input at 3000 characters.
+VALUE_MAX_LENGTH = 3000
+
+
+def value_modal(run: RunView, step: StepView, inputs: tuple[ValueInput, ...]) -> dict[str, Any]:
+    """Build the modal in which a person enters provider-issued values."""
+    blocks: list[dict[str, Any]] = [
+        section(
+            f"*{escape(run_headline(run))}* (run `{run.id}`)\n"
+            "Slack has no masked input, so what you type is visible on your screen only. "
+            "The value goes to secretbot, is kept encrypted until it is set on Fly, and is never posted in Slack."
+        )
+    ]
+    for item in inputs:
+        block: dict[str, Any] = {
+            "type": "input",
+            "block_id": f"{VALUE_BLOCK_PREFIX}{item.name}",
+            "label": {"type": "plain_text", "text": truncate(f"New value of {item.name}", 2000)},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": VALUE_ACTION_ID,
+                "multiline": True,
+                "max_length": VALUE_MAX_LENGTH,
+            },
+        }
+        if item.hint:
+            block["hint"] = {"type": "plain_text", "text": truncate(item.hint, 2000)}
+        blocks.append(block)
+    return {
+        "type": "modal",
+        "callback_id": VALUE_MODAL_CALLBACK,
+        "private_metadata": json.dumps({"run_id": run.id, "position": step.position}),
+        "title": {"type": "plain_text", "text": "Enter new value"},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": blocks,
+    }
+
+
+def values_from_view(state_values: dict[str, Any]) -> dict[str, str]:
+    """Read the entered values out of a view_submission's `view.state.values`."""
+    values: dict[str, str] = {}
+    for block_id, actions in state_values.items():
+        if not block_id.startswith(VALUE_BLOCK_PREFIX) or not isinstance(actions, dict):
+            continue
+        element = actions.get(VALUE_ACTION_ID)
+        value = element.get("value") if isinstance(element, dict) else None
+        values[block_id[len(VALUE_BLOCK_PREFIX) :]] = value if isinstance(value, str) else ""
+    return values
 
 
 def step_reply(run: RunView, step: StepView) -> str | None:

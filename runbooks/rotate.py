@@ -8,7 +8,7 @@ from bot.steps.approval import Approval
 from bot.steps.external import ExternalUpdate
 from bot.steps.fly_update import UpdateFlySecrets
 from bot.steps.record import RecordRotation
-from bot.steps.values import GenerateValues
+from bot.steps.values import NewValues
 from bot.steps.verify import VerifyDeployment
 
 ROTATE = Runbook(
@@ -16,7 +16,7 @@ ROTATE = Runbook(
     title="Rotate",
     steps=(
         Approval(),
-        GenerateValues(),
+        NewValues(),
         ExternalUpdate(),
         UpdateFlySecrets(),
         VerifyDeployment(),

@@ -188,20 +188,6 @@ async def test_unhealthy_machine_fails_verification(
     assert "verification failed" in lines[4]
 
 
-async def test_provider_secret_stops_at_generate(
-    driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path
-) -> None:
-    ack = await driver.slash_command("rotate OPENAI_API_KEY", user_id=REQUESTER, channel_id=CHANNEL)
-    assert ack.status == 200
-    parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
-    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
-    message = await wait_for_status(slack, parent, "failed")
-    line = parent_step_lines(message)[1]
-    assert line.startswith(":x:")
-    assert "entered by a person" in line
-    assert imports_run(fly, flyctl_log) == 0
-
-
 async def test_second_run_gets_link_to_open_one(driver: SlackDriver, slack: SlackStandin) -> None:
     await start_and_wait_for_approval(driver, slack)
     await driver.slash_command("rotate JWT_SECRET", user_id=APPROVER, channel_id=CHANNEL)

@@ -105,7 +105,9 @@ class StepContext:
         for value in values.values():
             self.services.redactor.add(value)
         async with self.services.sessions.begin() as session:
-            await session.execute(delete(PendingValue).where(PendingValue.run_id == self.run.id))
+            await session.execute(
+                delete(PendingValue).where(PendingValue.run_id == self.run.id, PendingValue.name.in_(list(values)))
+            )
             for name, value in values.items():
                 session.add(
                     PendingValue(

@@ -57,6 +57,13 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Invalid:
+    """Entered values were rejected; `problems` maps each secret name to the reason."""
+
+    problems: dict[str, str]
+
+
+@dataclass(frozen=True)
 class AlreadyDecided:
     user_id: str
     action: str
@@ -64,7 +71,7 @@ class AlreadyDecided:
 
 
 StartResult = Started | AlreadyOpen
-SubmitResult = Accepted | Rejected | AlreadyDecided
+SubmitResult = Accepted | Rejected | AlreadyDecided | Invalid
 
 
 class Engine:
@@ -268,12 +275,32 @@ class Engine:
 
     # ----------------------------------------------------------------- decisions
 
-    async def submit(self, *, run_id: str, position: int, action: str, user_id: str) -> SubmitResult:
-        """Record a decision on a waiting step if the user is allowed to make it and no decision came first."""
-        with self._tracked():
-            return await self._submit(run_id=run_id, position=position, action=action, user_id=user_id)
+    async def submit(
+        self, *, run_id: str, position: int, action: str, user_id: str, values: Mapping[str, str] | None = None
+    ) -> SubmitResult:
+        """Record a decision on a waiting step if the user is allowed to make it and no decision came first.
 
-    async def _submit(self, *, run_id: str, position: int, action: str, user_id: str) -> SubmitResult:
+        The decision takes effect in the background, so a front end can answer at once.
+        """
+        with self._tracked():
+            return await self._submit(run_id=run_id, position=position, action=action, user_id=user_id,
+                                      values=values)
+
+    async def check_answer(self, *, run_id: str, position: int, user_id: str) -> tuple[RunView, StepKind] | Rejected:
+        """Return the run and step kind if `user_id` may answer the waiting step, else why not."""
+        view = await self.get_run(run_id)
+        if view is None or not 0 <= position < len(view.steps):
+            return Rejected(f"run {run_id} has no step {position}")
+        step = view.steps[position]
+        if view.finished or step.status != "waiting":
+            return Rejected(f"this step is not waiting for input (it is {step.status})")
+        step_kind = self.runbooks[view.kind].steps[position]
+        refusal = step_kind.authorize(self._context(view, position), StepDecision(action="", user_id=user_id))
+        return Rejected(refusal) if refusal is not None else (view, step_kind)
+
+    async def _submit(
+        self, *, run_id: str, position: int, action: str, user_id: str, values: Mapping[str, str] | None
+    ) -> SubmitResult:
         view = await self.get_run(run_id)
         if view is None:
             return Rejected(f"run {run_id} does not exist")
@@ -290,20 +317,32 @@ class Engine:
         step_kind = self.runbooks[view.kind].steps[position]
         if action not in {known.name for known in step_kind.actions}:
             return Rejected(f"'{action}' is not an action of step '{step_kind.title}'")
-        decision = StepDecision(action=action, user_id=user_id)
+        decision = StepDecision(action=action, user_id=user_id, values=values)
         ctx = self._context(view, position)
         refusal = step_kind.authorize(ctx, decision)
         if refusal is not None:
             logger.info("decision rejected run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
             return Rejected(refusal)
 
-        if not await self._record_decision(run_id, position, decision):
+        inputs = step_kind.inputs(view, self.services.policy)
+        if inputs:
+            problems = step_kind.validate(ctx, decision)
+            if problems:
+                logger.info("entered values rejected run_id=%s step=%d user=%s secrets=%s",
+                            run_id, position, user_id, ",".join(sorted(problems)))
+                return Invalid(problems)
+        entered = {item.name: (values or {})[item.name] for item in inputs}
+        # The values are stored in the same transaction as the decision, so only the
+        # winner's values are kept, and a decision found after a restart has them.
+        if not await self._record_decision(run_id, position, decision, values=entered):
             earlier = await self._decision(run_id, position)
             return earlier or Rejected("another decision was recorded first")
 
         logger.info("decision accepted run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
-        await self._complete_decision(run_id, position, decision)
-        return Accepted(await self.require_run(run_id))
+        if entered:
+            await ctx.audit("values.entered", actor=user_id, lengths={name: len(value) for name, value in entered.items()})
+        self.spawn(self._complete_decision(run_id, position, decision), name=f"decision-{run_id}")
+        return Accepted(view)
 
     async def _complete_decision(self, run_id: str, position: int, decision: StepDecision) -> None:
         """Apply a recorded decision; also run at start-up for one recorded just before a stop."""
@@ -316,12 +355,23 @@ class Engine:
         if isinstance(outcome, (Done, Skipped)):
             self.spawn(self.advance(run_id), name=f"advance-{run_id}")
 
-    async def _record_decision(self, run_id: str, position: int, decision: StepDecision) -> bool:
+    async def _record_decision(
+        self, run_id: str, position: int, decision: StepDecision, *, values: Mapping[str, str]
+    ) -> bool:
+        sealer = self.services.sealer
+        for value in values.values():
+            self.services.redactor.add(value)
         try:
             async with self.services.sessions.begin() as session:
                 session.add(Decision(run_id=run_id, position=position, user_id=decision.user_id,
                                      decision=decision.action))
                 await session.flush()
+                if values:
+                    await session.execute(delete(PendingValue).where(
+                        PendingValue.run_id == run_id, PendingValue.name.in_(list(values))))
+                for name, value in values.items():
+                    session.add(PendingValue(run_id=run_id, name=name, key_id=sealer.key_id,
+                                             ciphertext=sealer.seal(value, context=f"{run_id}/{name}")))
                 result = await session.execute(
                     update(Step)
                     .where(Step.run_id == run_id, Step.position == position, Step.status == "waiting")

@@ -8,7 +8,8 @@ front end decides how to show them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,6 +60,16 @@ StepOutcome = Done | Skipped | Waiting | Failed
 class Decision:
     action: str
     user_id: str
+    # Values a person entered, by secret name; kept out of repr so no log line shows them.
+    values: Mapping[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ValueInput:
+    """One value a person must enter for a waiting step."""
+
+    name: str
+    hint: str | None = None
 
 
 class StepKind(ABC):
@@ -88,6 +99,14 @@ class StepKind(ABC):
     def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
         """Return the users who may answer this step when it waits; empty for automatic steps."""
         return ()
+
+    def inputs(self, run: RunView, policy: Policy) -> tuple[ValueInput, ...]:
+        """Return the values a person enters to answer this step; empty for buttons only."""
+        return ()
+
+    def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
+        """Return problems with the entered values by secret name; empty when they are fine."""
+        return {}
 
     def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
         """Return why `decision.user_id` may not take this action, or None if they may."""

@@ -18,24 +18,25 @@ class ExternalUpdate(StepKind):
         return tuple(dict.fromkeys(users))
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
+        # A provider-issued value already lives at its provider, whose instructions were
+        # shown when it was entered; only a value the bot made must be copied elsewhere.
         todo = [
             ctx.policy.secrets[name]
             for name in ctx.run.secret_names
-            if ctx.policy.secrets[name].external is not None
+            if ctx.policy.secrets[name].external is not None and ctx.policy.secrets[name].source is Source.GENERATED
         ]
         if not todo:
-            return Skipped("Not applicable: no external system is configured for this secret.")
+            return Skipped("Not applicable: no external system needs the value the bot made.")
         lines = []
         for policy in todo:
             line = f"{policy.name}: update {policy.external}."
             if policy.instructions:
                 line += f" {policy.instructions}"
-            if policy.source is Source.GENERATED:
-                # The value never goes to Slack; an operator reads it where the bot runs.
-                line += (
-                    f" The new value is not shown in Slack: on the bot's host run "
-                    f"`secretbot pending show {ctx.run.id} {policy.name}` (needs SECRETBOT_BACKUP_KEY)."
-                )
+            # The value never goes to Slack; an operator reads it where the bot runs.
+            line += (
+                f" The new value is not shown in Slack: on the bot's host run "
+                f"`secretbot pending show {ctx.run.id} {policy.name}` (needs SECRETBOT_BACKUP_KEY)."
+            )
             lines.append(line)
         lines.append("Press Done when every system above is updated.")
         return Waiting(prompt="\n".join(lines), allowed_users=self.allowed_users(ctx.run, ctx.policy))

@@ -1,11 +1,16 @@
-"""Making the new value: generated here for generated secrets."""
+"""The new value: generated here for generated secrets, entered by a person for provider ones."""
 
 from __future__ import annotations
 
+import re
+
+from bot.errors import UnsafeValueError
+from bot.flyctl import encode_import
 from bot.generate import generate_value
-from bot.policy import SecretPolicy, Source, ValueFormat
+from bot.policy import Policy, SecretPolicy, Source, ValueFormat
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Done, Failed, StepKind, StepOutcome
+from bot.runbook.steps import Action, Decision, Done, Failed, StepKind, StepOutcome, ValueInput, Waiting
+from bot.runbook.views import RunView
 
 
 def describe_format(policy: SecretPolicy) -> str:
@@ -14,22 +19,45 @@ def describe_format(policy: SecretPolicy) -> str:
     return f"{policy.length} random bytes, {policy.value_format.value}"
 
 
-class GenerateValues(StepKind):
-    kind = "generate"
-    title = "Generate the new value"
+def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
+    """Return why an entered value is rejected, or None. The message never quotes the value."""
+    if value == "":
+        return "Enter a value."
+    if not policy.allow_whitespace and value != value.strip():
+        return "The value starts or ends with whitespace, which is usually a copy-and-paste slip."
+    if policy.value_pattern is not None and re.fullmatch(policy.value_pattern, value) is None:
+        return f"The value does not have the expected format ({policy.value_pattern})."
+    try:
+        encode_import({policy.name: value})
+    except UnsafeValueError as exc:
+        return f"This value cannot be passed to flyctl unchanged: {exc}."
+    return None
+
+
+class NewValues(StepKind):
+    kind = "values"
+    title = "Generate or enter the new value"
+    actions = (Action("enter", "Enter the new value", "primary"),)
+
+    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
+
+    def inputs(self, run: RunView, policy: Policy) -> tuple[ValueInput, ...]:
+        inputs = []
+        for name in run.secret_names:
+            secret = policy.secrets[name]
+            if secret.source is Source.PROVIDER:
+                hint = " ".join(part for part in (f"From {secret.external}." if secret.external else None,
+                                                  secret.instructions) if part)
+                inputs.append(ValueInput(name=name, hint=hint or None))
+        return tuple(inputs)
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         policies = [ctx.policy.secrets[name] for name in ctx.run.secret_names]
-        provided = [policy for policy in policies if policy.source is Source.PROVIDER]
-        if provided:
-            names = ", ".join(f"{policy.name} (from {policy.external or 'its provider'})" for policy in provided)
-            return Failed(
-                f"{names}: the new value comes from the provider and must be entered by a person, "
-                "which this version of secretbot does not support yet. Nothing was changed."
-            )
-
         unreadable = [
-            policy.name for policy in policies if policy.external is not None and ctx.services.sealer.ephemeral
+            policy.name
+            for policy in policies
+            if policy.source is Source.GENERATED and policy.external is not None and ctx.services.sealer.ephemeral
         ]
         if unreadable:
             return Failed(
@@ -46,8 +74,40 @@ class GenerateValues(StepKind):
                 "Nothing was changed."
             )
 
-        values = {policy.name: generate_value(policy) for policy in policies}
-        await ctx.store_values(values)
-        await ctx.audit("values.generated", formats={policy.name: describe_format(policy) for policy in policies})
-        lines = [f"{policy.name}: {describe_format(policy)}" for policy in policies]
-        return Done("Generated with Python's secrets module: " + "; ".join(lines))
+        generated = [policy for policy in policies if policy.source is Source.GENERATED]
+        if generated:
+            await ctx.store_values({policy.name: generate_value(policy) for policy in generated})
+            await ctx.audit("values.generated", formats={policy.name: describe_format(policy) for policy in generated})
+        summary = "; ".join(f"{policy.name}: {describe_format(policy)}" for policy in generated)
+
+        to_enter = self.inputs(ctx.run, ctx.policy)
+        if not to_enter:
+            return Done("Generated with Python's secrets module: " + summary)
+        names = ", ".join(item.name for item in to_enter)
+        prompt = (
+            f"Create the new value of {names} at the provider, then press the button to enter it. "
+            "The form is visible only to you, and the value is never posted in Slack."
+        )
+        if generated:
+            prompt = f"Generated {summary}.\n{prompt}"
+        return Waiting(prompt=prompt, allowed_users=self.allowed_users(ctx.run, ctx.policy))
+
+    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
+        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
+            return "Only the requester or an approver can enter the new value."
+        return None
+
+    def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
+        values = decision.values or {}
+        problems: dict[str, str] = {}
+        for item in self.inputs(ctx.run, ctx.policy):
+            problem = check_entered_value(ctx.policy.secrets[item.name], values.get(item.name, ""))
+            if problem is not None:
+                problems[item.name] = problem
+        return problems
+
+    async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
+        # The engine stores the values before it records the decision, so nothing is
+        # left to do here, and a decision replayed after a restart finds them in place.
+        entered = ", ".join(item.name for item in self.inputs(ctx.run, ctx.policy))
+        return Done(f"New value entered for {entered}")

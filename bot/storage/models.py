@@ -189,3 +189,30 @@ class AuditRecord(Base):
     def detail_fields(self) -> dict[str, Any]:
         value = json.loads(self.detail)
         return value if isinstance(value, dict) else {}
+
+
+class Backup(Base):
+    """One encrypted version of a secret's value as set on Fly, kept because Fly never shows it again."""
+
+    __tablename__ = "backups"
+    # Versions count up per app and secret; the constraint turns two writers that pick the
+    # same next version into one IntegrityError, and the loser retries.
+    __table_args__ = (UniqueConstraint("app", "name", "version", name="uq_backups_app_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    # AES-256-GCM nonce, ciphertext and tag, bound to app, name and version.
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+    # No foreign key to runs: a backup must outlive the run that made it, and a value set
+    # from the command line has no run.
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Fly's digest of the value once the deploy was verified; NULL until then.
+    fly_digest: Mapped[str | None] = mapped_column(String(128))
+    deployed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The object key of the copy in the S3 bucket; NULL if there is none.
+    s3_key: Mapped[str | None] = mapped_column(String(512))

@@ -1,0 +1,91 @@
+"""Provider-issued values entered in a Slack modal, through the real server process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.botprocess import BotProcess
+from tests.conftest import APP, APPROVER, BYSTANDER, REQUESTER
+from tests.flow import (
+    CHANNEL,
+    database_bytes,
+    parent_step_lines,
+    response_texts,
+    slack_traffic,
+    wait_for_buttons,
+    wait_for_parent,
+    wait_for_status,
+)
+from tests.standins.fly_state import FlyState
+from tests.standins.slack_api import SlackStandin
+from tests.standins.slack_driver import SlackDriver
+
+# Quotes, a hash, an equals sign and a dollar: each is special somewhere on the way to Fly.
+NEW_KEY = 'sk-proj-"new"#key=with$chars'
+BLOCK = "value:OPENAI_API_KEY"
+
+
+async def approve_provider_rotation(driver: SlackDriver, slack: SlackStandin):
+    await driver.slash_command("rotate OPENAI_API_KEY key shown in a screenshot", user_id=REQUESTER,
+                               channel_id=CHANNEL)
+    parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
+    return await wait_for_buttons(slack, parent, "step_enter")
+
+
+async def open_form(driver: SlackDriver, slack: SlackStandin, parent, user_id: str):
+    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=user_id)
+    return await slack.wait_for(lambda: next(iter(slack.views(user_id)), None), description="value form opened")
+
+
+async def test_entered_value_reaches_fly_exactly(
+    bot: BotProcess, driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path
+) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    assert fly.secret_value(APP, "OPENAI_API_KEY") == "sk-old-openai-key"
+    view = await open_form(driver, slack, parent, REQUESTER)
+    assert "no masked input" in json.dumps(view.blocks)
+
+    response = await driver.submit_view(view_id=view.id, user_id=REQUESTER, values={BLOCK: {"value": NEW_KEY}})
+    assert response.status == 200
+    assert response.text in ("", "null")
+
+    message = await wait_for_status(slack, parent, "done", timeout=60)
+    assert parent_step_lines(message)[1].startswith(":white_check_mark:")
+    assert fly.secret_value(APP, "OPENAI_API_KEY") == NEW_KEY
+    imports = [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
+    assert len(imports) == 1
+
+    await bot.stop_async()
+    # slack_traffic is JSON, where the quotes in the value appear escaped.
+    assert json.dumps(NEW_KEY)[1:-1] not in slack_traffic(slack)
+    assert NEW_KEY not in bot.log()
+    assert NEW_KEY.encode() not in database_bytes(bot.database_path)
+
+
+async def test_bad_value_gets_inline_error(
+    driver: SlackDriver, slack: SlackStandin, fly: FlyState
+) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    view = await open_form(driver, slack, parent, APPROVER)
+
+    response = await driver.submit_view(view_id=view.id, user_id=APPROVER, values={BLOCK: {"value": " sk-padded "}})
+    body = response.json()
+    assert body["response_action"] == "errors"
+    assert "whitespace" in body["errors"][BLOCK]
+    assert "sk-padded" not in response.text
+
+    empty = await driver.submit_view(view_id=view.id, user_id=APPROVER, values={BLOCK: {"value": ""}})
+    assert "Enter a value" in empty.json()["errors"][BLOCK]
+    assert fly.secret_value(APP, "OPENAI_API_KEY") == "sk-old-openai-key"
+    assert parent_step_lines(slack.message(CHANNEL, parent.ts))[1].startswith(":raised_hand:")
+
+
+async def test_bystander_cannot_enter_value(driver: SlackDriver, slack: SlackStandin) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=BYSTANDER)
+    await slack.wait_for(lambda: any("Only the requester or an approver" in text
+                                     for text in response_texts(slack, BYSTANDER)),
+                         description="bystander refused")
+    assert slack.views(BYSTANDER) == []
