@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from bot.cli_backup import backup
 from bot.config import load_policy
 from bot.errors import SecretbotError
 from bot.settings import load_settings
@@ -99,6 +100,9 @@ def pending_show(run_id: str, name: str, yes: bool) -> None:
         click.echo(f"secretbot: {exc}", err=True)
         sys.exit(2)
     click.echo(value)
+
+
+main.add_command(backup)
 
 
 if __name__ == "__main__":

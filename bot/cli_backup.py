@@ -141,10 +141,12 @@ def _table(records: list[BackupRecord]) -> list[str]:
 @click.argument("name")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Version to show; the latest if omitted.")
 @click.option("--yes", is_flag=True, help="Print without asking for confirmation.")
-def show_backup(app: str, name: str, version: int | None, yes: bool) -> None:
-    """Print one backed-up value of NAME on APP to this terminal, after confirming.
+@click.option("--no-newline", "-n", is_flag=True, help="Print the value without a newline after it, for a pipe.")
+def show_backup(app: str, name: str, version: int | None, yes: bool, no_newline: bool) -> None:
+    """Print one backed-up value of NAME on APP to standard output, after confirming.
 
-    The access is written to the audit log as backup.shown before the value is printed.
+    The question goes to standard error, so standard output carries the value alone. The
+    access is written to the audit log as backup.shown before the value is printed.
     """
 
     async def work(settings: Settings) -> str:
@@ -155,8 +157,9 @@ def show_backup(app: str, name: str, version: int | None, yes: bool) -> None:
             if not yes:
                 click.confirm(
                     f"Print the value of {name} on {app}, version {record.version} (saved "
-                    f"{record.created_at:%Y-%m-%d %H:%M} UTC by {record.created_by}), to this terminal?",
+                    f"{record.created_at:%Y-%m-%d %H:%M} UTC by {record.created_by})?",
                     abort=True,
+                    err=True,
                 )
             value = await store.value(app, name, record.version)
             await audit.append(
@@ -171,7 +174,7 @@ def show_backup(app: str, name: str, version: int | None, yes: bool) -> None:
             )
             return value
 
-    click.echo(_run(work))
+    click.echo(_run(work), nl=not no_newline)
 
 
 @backup.command("export")
@@ -236,7 +239,8 @@ def _write_private(path: Path, text: str) -> None:
 @click.argument("name")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Version to show; the latest in FILE if omitted.")
 @click.option("--yes", is_flag=True, help="Print without asking for confirmation.")
-def open_backup(file: Path, app: str, name: str, version: int | None, yes: bool) -> None:
+@click.option("--no-newline", "-n", is_flag=True, help="Print the value without a newline after it, for a pipe.")
+def open_backup(file: Path, app: str, name: str, version: int | None, yes: bool, no_newline: bool) -> None:
     """Print a value of NAME on APP from FILE: an export bundle or an object copied from the S3 bucket.
 
     For when the bot's database is lost. The access is still written to the audit log of
@@ -250,8 +254,9 @@ def open_backup(file: Path, app: str, name: str, version: int | None, yes: bool)
         async with _open_store(settings, sealer) as (_store, sessions):
             if not yes:
                 click.confirm(
-                    f"Print the value of {name} on {app}, version {record.version} from {file}, to this terminal?",
+                    f"Print the value of {name} on {app}, version {record.version}, from {file}?",
                     abort=True,
+                    err=True,
                 )
             value = open_ciphertext(sealer, record, ciphertext)
             await audit.append(
@@ -266,7 +271,7 @@ def open_backup(file: Path, app: str, name: str, version: int | None, yes: bool)
             )
             return value
 
-    click.echo(_run(work))
+    click.echo(_run(work), nl=not no_newline)
 
 
 def _pick_entry(file: Path, app: str, name: str, version: int | None) -> tuple[BackupRecord, bytes]:
@@ -284,6 +289,6 @@ def _pick_entry(file: Path, app: str, name: str, version: int | None) -> tuple[B
         if record.app == app and record.name == name and (version is None or record.version == version):
             matches.append((record, ciphertext))
     if not matches:
-        which = "any version" if version is None else f"version {version}"
-        raise CommandError(f"{file} holds no backup of {name} ({which}) for {app}")
+        version_text = "any version" if version is None else f"version {version}"
+        raise CommandError(f"{file} contains no backup of {name} ({version_text}) for {app}")
     return max(matches, key=lambda match: match[0].version)

@@ -42,20 +42,21 @@ MIN_GENERATED_BYTES = 16
 MAX_GENERATED_LENGTH = 4096
 
 _TOP_LEVEL_KEYS = {"slack", "fly", "secrets", "backups"}
+_SLACK_KEYS = {"channel", "approvers", "security_channel", "compromised_requires_approval"}
+_FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
+_SECRET_KEYS = {
+    "priority", "source", "format", "length", "external", "instructions", "value_pattern", "allow_whitespace",
+    "revoke_instructions",
+}
 _BACKUPS_KEYS = {"s3"}
 _BACKUPS_S3_KEYS = {"endpoint_url", "bucket", "prefix", "region"}
 # Names an operator might reach for when putting the bucket's key pair in the file.
 _S3_CREDENTIAL_KEYS = {
     "access_key_id", "secret_access_key", "aws_access_key_id", "aws_secret_access_key", "key_id", "application_key",
 }
-# S3's rule for bucket names in URLs and virtual-hosted requests; Backblaze B2 names fit it too.
+# S3's naming rule for buckets: 3 to 63 lowercase letters, digits, dots and dashes.
 S3_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 S3_REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
-_SLACK_KEYS = {"channel", "approvers"}
-_FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
-_SECRET_KEYS = {
-    "priority", "source", "format", "length", "external", "instructions", "value_pattern", "allow_whitespace",
-}
 
 
 class _Reader:
@@ -152,7 +153,16 @@ def _read_slack(reader: _Reader, data: dict[str, Any]) -> SlackSettings:
     approvers: tuple[str, ...] = ()
     if "approvers" in data:
         approvers = reader.string_list(data["approvers"], "slack.approvers", SLACK_USER_PATTERN, "Slack user ID")
-    return SlackSettings(channel=channel, approvers=approvers)
+    security_channel = None
+    if "security_channel" in data:
+        security_channel = reader.string(data["security_channel"], "slack.security_channel")
+        if not SLACK_CHANNEL_PATTERN.match(security_channel):
+            raise reader.fail("slack.security_channel", f"{security_channel!r} is not a channel ID like C0123ABCD")
+    requires_approval = data.get("compromised_requires_approval", False)
+    if not isinstance(requires_approval, bool):
+        raise reader.fail("slack.compromised_requires_approval", f"expected true or false, got {requires_approval!r}")
+    return SlackSettings(channel=channel, approvers=approvers, security_channel=security_channel,
+                         compromised_requires_approval=requires_approval)
 
 
 def _read_fly(reader: _Reader, data: dict[str, Any]) -> FlySettings:
@@ -241,6 +251,9 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
             re.compile(value_pattern)
         except re.error as exc:
             raise reader.fail(f"{prefix}.value_pattern", f"invalid regular expression: {exc}") from exc
+    revoke_instructions = builtin.revoke_instructions if builtin else None
+    if "revoke_instructions" in entry:
+        revoke_instructions = reader.string(entry["revoke_instructions"], f"{prefix}.revoke_instructions")
     allow_whitespace = builtin.allow_whitespace if builtin else False
     if "allow_whitespace" in entry:
         if not isinstance(entry["allow_whitespace"], bool):
@@ -257,6 +270,7 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
         instructions=instructions,
         value_pattern=value_pattern,
         allow_whitespace=allow_whitespace,
+        revoke_instructions=revoke_instructions,
     )
 
 

@@ -57,12 +57,18 @@ class SecretPolicy:
     # whether leading or trailing whitespace is accepted (usually a copy-and-paste slip).
     value_pattern: str | None = None
     allow_whitespace: bool = False
+    # How to revoke the old value at its source when it leaks (provider secrets).
+    revoke_instructions: str | None = None
 
 
 @dataclass(frozen=True)
 class SlackSettings:
     channel: str | None = None
     approvers: tuple[str, ...] = ()
+    # A second channel that hears about every compromised-secret run.
+    security_channel: str | None = None
+    # A compromised-secret run starts without approval (break-glass) unless this is set.
+    compromised_requires_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class FlySettings:
 
 @dataclass(frozen=True)
 class BackupS3Settings:
-    """Where the second copy of each encrypted backup goes: any S3-compatible bucket.
+    """The S3-compatible bucket that receives a second copy of each encrypted backup.
 
     The access key pair is not here: it comes from SECRETBOT_S3_ACCESS_KEY_ID and
     SECRETBOT_S3_SECRET_ACCESS_KEY, so the file can be committed.
@@ -118,9 +124,10 @@ def _generated(name: str, priority: Priority, value_format: ValueFormat, length:
     return SecretPolicy(name=name, priority=priority, source=Source.GENERATED, value_format=value_format, length=length)
 
 
-def _provider(name: str, priority: Priority, external: str, instructions: str) -> SecretPolicy:
+def _provider(name: str, priority: Priority, external: str, instructions: str, revoke: str) -> SecretPolicy:
     return SecretPolicy(
-        name=name, priority=priority, source=Source.PROVIDER, external=external, instructions=instructions
+        name=name, priority=priority, source=Source.PROVIDER, external=external, instructions=instructions,
+        revoke_instructions=revoke,
     )
 
 
@@ -137,6 +144,8 @@ BUILTIN_SECRETS: dict[str, SecretPolicy] = {
             "Supabase",
             "Create a new secret key in the Supabase dashboard (Project Settings, API keys); "
             "delete the old one once its last use is older than the deploy.",
+            "Delete the leaked secret key in the Supabase dashboard (Project Settings, API keys). A legacy "
+            "service_role JWT can only be revoked by rotating the project's JWT secret.",
         ),
         _provider(
             "OPENAI_API_KEY",
@@ -144,6 +153,8 @@ BUILTIN_SECRETS: dict[str, SecretPolicy] = {
             "OpenAI",
             "Create a key for a new project service account; delete the old service account "
             "after the new key is verified.",
+            "Delete the leaked key, or its service account, in the OpenAI dashboard now: leaked keys are "
+            "abused within minutes.",
         ),
         _provider(
             "B2_APPLICATION_KEY",
@@ -151,26 +162,36 @@ BUILTIN_SECRETS: dict[str, SecretPolicy] = {
             "Backblaze B2",
             "Create a key with the same capabilities, bucket and prefix; the key ID changes "
             "with it, so rotate B2_APPLICATION_KEY_ID in the same run.",
+            "Delete the leaked application key in the Backblaze B2 console (App Keys); its key ID goes with it.",
         ),
         _provider(
             "WAHA_API_KEY",
             Priority.MEDIUM,
             "WAHA server",
             "Set the new key on the WAHA server (as sha512:{hash}) before Fly is updated.",
+            "Replace the key on the WAHA server; the old key stops working when WAHA restarts with the new one.",
         ),
         _provider(
             "HOTEL_MANAGEMENT_API_KEY",
             Priority.MEDIUM,
             "Hotel management vendor console",
             "Issue a new key in the vendor console; revoke the old one after verification.",
+            "Revoke the key in the vendor console, or ask the vendor to revoke it.",
         ),
-        _provider("WAHA_TOKEN", Priority.LOW, "WAHA", "Issue a new token where the current one came from."),
+        _provider(
+            "WAHA_TOKEN",
+            Priority.LOW,
+            "WAHA",
+            "Issue a new token where the current one came from.",
+            "Revoke the token where it was issued.",
+        ),
         _generated("WAHA_WEBHOOK_TOKEN", Priority.LOW, ValueFormat.BASE64URL, 32),
         _provider(
             "B2_APPLICATION_KEY_ID",
             Priority.LOW,
             "Backblaze B2",
             "The key ID comes with a new application key; rotate it together with B2_APPLICATION_KEY.",
+            "Delete the application key in the Backblaze B2 console; the ID is revoked with it.",
         ),
     )
 }

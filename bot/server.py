@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,9 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.backups import build_backup_store
 from bot.config import load_policy
+from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
 from bot.policy import Policy
 from bot.runbook.context import Services
@@ -61,10 +64,12 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
         deploy_timeout=policy.fly.deploy_timeout,
         redactor=redactor,
     )
-    services = Services(
-        policy=policy, sessions=sessions, flyctl=flyctl, sealer=Sealer.from_setting(settings.backup_key),
-        redactor=redactor,
-    )
+    # One key encrypts both the values waiting between steps and the backups.
+    sealer = Sealer.from_setting(settings.backup_key)
+    backups = build_backup_store(settings=settings, policy=policy, sessions=sessions,
+                                 sealer=None if sealer.ephemeral else sealer)
+    services = Services(policy=policy, sessions=sessions, flyctl=flyctl, sealer=sealer, redactor=redactor,
+                        backups=backups)
 
     client = create_client(token=token, base_url=settings.slack_api_url)
     authorizer = SingleWorkspaceAuthorizer(client)
@@ -115,7 +120,17 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(bot.web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host="0.0.0.0", port=settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        with suppress(Exception):
+            await bot.database.dispose()
+        if exc.errno == errno.EADDRINUSE:
+            message = f"PORT {settings.port} is already in use by another process; stop it or set PORT to a free port"
+        else:
+            message = f"cannot listen on PORT {settings.port} ({exc.strerror or exc}); set PORT to another port"
+        raise ConfigError(message) from exc
     logger.info("secretbot listening port=%d", settings.port)
 
     resumed = await bot.engine.resume()

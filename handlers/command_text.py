@@ -2,6 +2,11 @@
 
 Slack sends the text after the command as typed, except that it escapes `&`, `<` and `>`
 as HTML entities and may contain smart quotes or no-break spaces from copy and paste.
+
+Error messages quote the user's tokens back, and the reason is stored and posted in the
+channel, so neither may carry a secret value. A `NAME=value` token is rejected without
+being quoted, quoted tokens pass through the redactor, and a reason in which the redactor
+finds key material is rejected.
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ from dataclasses import dataclass
 
 from bot.errors import CommandError
 from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
+from bot.redact import Redactor
 
-ROTATE_USAGE = "/secret rotate NAME [NAME ...] [--app APP] [reason]"
+ROTATE_USAGE = "/secret rotate NAME [NAME ...] [--app APP] [[--] reason]"
 USAGES = (
-    (ROTATE_USAGE, "start a rotation of one or more secrets (one approval, one restart)"),
+    (
+        ROTATE_USAGE,
+        "start a rotation of one or more secrets (one approval, one restart); "
+        "put `--` before a reason that starts with a word in capitals",
+    ),
     ("/secret help", "show this help"),
 )
+# The token that ends the secret names. Every later token except `--app APP` belongs to the reason.
+END_OF_NAMES = "--"
 
 # Reasons are stored and shown in Slack; a limit keeps one message within Block Kit's
 # 3000-character section text.
@@ -32,6 +44,9 @@ _UPPER_NAME = re.compile(r"^[A-Z][A-Z0-9_]*\Z")
 # longer run of dashes collapses to "--" below.
 _DASHES = str.maketrans({"\u2013": "--", "\u2014": "--", "\u2212": "--"})
 _DASH_RUN = re.compile(r"(?<!\S)-{3,}")
+# With no values registered, it masks what looks like key material: tokens, PEM blocks,
+# long base64 and hex runs.
+_REDACTOR = Redactor()
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,7 @@ def parse_command(text: str, policy: Policy) -> Command:
     tokens = normalize(text).split()
     if not tokens or tokens[0].lower() in ("help", "-h", "--help"):
         return HelpCommand()
+    _reject_values(tokens, policy)
     verb = tokens[0].lower()
     if verb == "rotate":
         return _parse_rotate(tokens[1:], policy)
@@ -81,18 +97,24 @@ def _parse_rotate(tokens: list[str], policy: Policy) -> RotateCommand:
     app, rest = _take_app_flag(tokens, policy)
     names: list[str] = []
     reason_tokens: list[str] = []
+    names_ended = False
     for token in rest:
-        if reason_tokens:
+        if reason_tokens or names_ended:
             reason_tokens.append(token)
+            continue
+        if token == END_OF_NAMES:
+            names_ended = True
             continue
         if token in policy.secrets:
             if token not in names:
                 names.append(token)
             continue
         if token.startswith("-"):
-            raise _usage_error(f"Unknown option `{_shown(token)}`; the only option is `--app APP`.")
+            # Only the part before "=" is quoted, in case a value follows it.
+            option = token.split("=", 1)[0]
+            raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.")
         if not names or _looks_like_name(token, policy):
-            raise _unknown_secret(token, policy)
+            raise _unknown_secret(token, policy, after_names=bool(names))
         reason_tokens.append(token)
 
     if not names:
@@ -102,7 +124,29 @@ def _parse_rotate(tokens: list[str], policy: Policy) -> RotateCommand:
     reason = " ".join(reason_tokens) or None
     if reason is not None and len(reason) > MAX_REASON_LENGTH:
         raise _usage_error(f"The reason is {len(reason)} characters long; keep it under {MAX_REASON_LENGTH}.")
+    if reason is not None and _REDACTOR.redact(reason) != reason:
+        raise _usage_error("The reason looks like it contains a key or token; leave values out of the reason.")
     return RotateCommand(names=tuple(names), app=app, reason=reason)
+
+
+def _reject_values(tokens: list[str], policy: Policy) -> None:
+    """Raise CommandError, quoting nothing, if a token looks like `NAME=value`.
+
+    Options are left to the option parser, which quotes them only up to the "=".
+    """
+    for token in tokens:
+        if token.startswith("--app="):
+            token = token[len("--app="):]
+        elif token.startswith("-"):
+            continue
+        if "=" not in token:
+            continue
+        name = token.split("=", 1)[0]
+        example = name if name in policy.secrets else "NAME"
+        raise _usage_error(
+            f"Values are never typed in Slack. Name only the secret, e.g. `/secret rotate {example}`; "
+            "the bot makes or asks for the new value."
+        )
 
 
 def _take_app_flag(tokens: list[str], policy: Policy) -> tuple[str, list[str]]:
@@ -139,7 +183,7 @@ def _resolve_app(app: str | None, policy: Policy) -> str:
     if not APP_NAME_PATTERN.match(app):
         reason = f"`{_shown(app)}` is not a valid Fly app name."
     else:
-        reason = f"Unknown app `{app}`."
+        reason = f"Unknown app `{_shown(app)}`."
     suggestion = _close(app, list(configured))
     if suggestion:
         reason += f" Did you mean `{suggestion}`?"
@@ -153,7 +197,7 @@ def _looks_like_name(token: str, policy: Policy) -> bool:
     return any(token.lower() == name.lower() for name in policy.secrets)
 
 
-def _unknown_secret(token: str, policy: Policy) -> CommandError:
+def _unknown_secret(token: str, policy: Policy, *, after_names: bool) -> CommandError:
     if not SECRET_NAME_PATTERN.match(token):
         message = f"`{_shown(token)}` is not a valid secret name; names are letters, digits and underscores."
     else:
@@ -164,6 +208,8 @@ def _unknown_secret(token: str, policy: Policy) -> CommandError:
         message += f" Did you mean `{suggestion}`?"
         if same_letters:
             message += " Secret names are case-sensitive."
+    if after_names:
+        message += f" If the reason starts here, put `{END_OF_NAMES}` before it."
     return _usage_error(message)
 
 
@@ -178,10 +224,11 @@ def _close(word: str, candidates: list[str]) -> str | None:
 
 
 def _shown(token: str) -> str:
-    """Quote user input inside a Slack code span, shortened and escaped.
+    """Quote user input inside a Slack code span, redacted, shortened and escaped.
 
+    The whole token is redacted before it is shortened, so a key cut short is still masked.
     Escaping `<`, `>` and `&` keeps text like `<!channel>` from becoming a mention.
     """
-    cleaned = token.replace("`", "'")
+    cleaned = _REDACTOR.redact(token).replace("`", "'")
     cleaned = cleaned if len(cleaned) <= 60 else cleaned[:57] + "..."
     return cleaned.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

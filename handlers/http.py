@@ -6,7 +6,7 @@ request body when a signature is bad, and a body may carry a secret value.
 A correctly signed body still reaches bolt only if it has the shape bolt and the
 listeners read. bolt indexes into the body without checking types, so a `payload` that
 is not a JSON object, or an `actions` field that is not a list, would raise inside bolt
-and answer 500 (or 404 after bolt's 3-second wait for an ack). Such a body gets 400 here.
+and return 500 (or 404 after bolt's 3-second wait for an ack). Such a body gets 400 here.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ logger = logging.getLogger(__name__)
 # the cap keeps a forged request from making the bot buffer megabytes.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CLOCK_SKEW_SECONDS = 300
-# Unix time has 10 digits until the year 2286; a longer header cannot be within the skew,
-# and converting thousands of digits to a number is slow or raises.
+# Unix time has 10 digits until the year 2286, so a longer header is never within the skew.
+# Converting thousands of digits to an int is slow, and past 4300 digits it raises.
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-# Slack signatures are "v0=" and 64 hex digits; hmac.compare_digest raises on non-ASCII text.
+# Slack signatures are "v0=" and 64 hex digits, and hmac.compare_digest raises on non-ASCII text.
 _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 
 # Headers bolt uses between its own processes to run a lazy listener directly; a request
@@ -138,8 +138,8 @@ def check_body(raw_body: str, content_type: str | None) -> None:
     """Raise MalformedRequest unless the body has the shape bolt and the listeners read.
 
     The body is split into JSON, interactivity payload or form fields by the same tests
-    as bolt's `parse_body` (slack_bolt 1.30, request/internals.py), so the check sees the
-    fields bolt will dispatch on. A form body that mentions "payload" without a `payload`
+    as bolt's `parse_body` (slack_bolt 1.30, request/internals.py), so the check reads the
+    fields that bolt will dispatch on. A form body that mentions "payload" without a `payload`
     field is a slash command here, as `_repair_form_body` makes it for bolt.
     """
     if not raw_body:
@@ -152,7 +152,7 @@ def check_body(raw_body: str, content_type: str | None) -> None:
     if "payload" in raw_body and "payload" in form:
         _check_interaction(_load_object(form["payload"], "payload field"))
     elif form.get("ssl_check") == "1":
-        # Slack's check of the request URL's certificate; bolt answers it with an empty 200.
+        # Slack sends this to check the request URL's certificate, and bolt returns an empty 200.
         _check_fields_bolt_reads(form, "ssl_check form")
     else:
         for name in _SLASH_COMMAND_FIELDS:
@@ -180,7 +180,7 @@ def _check_interaction(payload: dict[str, Any]) -> None:
 
 
 def _check_document(payload: dict[str, Any], where: str) -> None:
-    """Check a JSON body or payload; bolt matches listeners on `type` whichever way it arrived."""
+    """Check a JSON body or payload, because bolt matches listeners on `type` whichever way it arrived."""
     _require_string(payload, "type", where)
     kind = payload["type"]
     if kind in ("block_actions", "interactive_message"):

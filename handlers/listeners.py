@@ -52,7 +52,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
                       text="No runbook channel is configured; set slack.channel in secretbot.toml.")
             return
 
-        await ack(response_type="ephemeral", text=messages.starting_ack(parsed.names, parsed.app))
+        await ack(response_type="ephemeral", text=messages.starting_ack("rotate", parsed.names, parsed.app))
         await _start_rotation(parsed, user_id=user_id, engine=engine, observer=observer, respond=respond)
 
     @app.action(STEP_ACTION_PATTERN)

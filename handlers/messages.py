@@ -39,6 +39,9 @@ RUN_STATUS_TEXT = {
 }
 DECISION_VERBS = {"approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered"}
 ACTION_PREFIX = "step_"
+# Runbooks for an incident get a siren in the header so they stand out in the channel.
+ALERT_KINDS = ("compromised",)
+ALERT_PREFIX = "\N{POLICE CARS REVOLVING LIGHT} "
 
 
 def escape(text: str) -> str:
@@ -95,7 +98,8 @@ def parent_message(run: RunView) -> tuple[str, list[dict[str, Any]]]:
     """Build the run's parent message: a header, who and why, the live checklist and buttons."""
     status = RUN_STATUS_TEXT.get(run.status, run.status)
     text = truncate(f"{run_headline(run)}: {status}", TEXT_LIMIT)
-    header = truncate(run_headline(run), HEADER_LIMIT)
+    alert = ALERT_PREFIX if run.kind in ALERT_KINDS else ""
+    header = truncate(alert + run_headline(run), HEADER_LIMIT)
     about = f"Requested by {mention(run.requester)} · run `{run.id}` · status: *{status}*"
     if run.reason:
         about += f"\nReason: {escape(run.reason)}"
@@ -246,8 +250,26 @@ def not_posted_reply(channel: str | None, error: str) -> str:
     )
 
 
-def starting_ack(names: tuple[str, ...], app: str) -> str:
-    return f"Starting the rotation of {', '.join(names)} on {app}…"
+def starting_ack(kind: str, names: tuple[str, ...], app: str) -> str:
+    what = {"rotate": "the rotation of", "compromised": "the compromised-secret runbook for"}.get(kind, kind)
+    return f"Starting {what} {', '.join(names)} on {app}…"
+
+
+def approvers_notice(run: RunView, approvers: tuple[str, ...]) -> str:
+    people = ", ".join(mention(user) for user in approvers) or "no approvers configured"
+    return (
+        f"{ALERT_PREFIX}{mention(run.requester)} started the compromised-secret runbook for "
+        f"{escape(', '.join(run.secret_names))} on {escape(run.app)} (break-glass). Approvers: {people}."
+    )
+
+
+def security_notice(run: RunView, permalink: str | None) -> str:
+    where = f" <{permalink}|Runbook thread>." if permalink else ""
+    reason = f" What happened: {escape(run.reason)}." if run.reason else ""
+    return (
+        f"{ALERT_PREFIX}Compromised secret: {escape(', '.join(run.secret_names))} on {escape(run.app)}, "
+        f"reported by {mention(run.requester)}.{reason}{where}"
+    )
 
 
 def already_open_reply(secret: str, app: str, permalink: str | None) -> str:

@@ -77,7 +77,21 @@ class SlackObserver:
             session.add(RunThread(run_id=run.id, surface="slack", channel=response["channel"],
                                   message_ts=response["ts"]))
         logger.info("run message posted run_id=%s channel=%s ts=%s", run.id, response["channel"], response["ts"])
+        if run.kind in messages.ALERT_KINDS:
+            await self._announce_incident(run)
         return True
+
+    async def _announce_incident(self, run: RunView) -> None:
+        await self._reply(run.id, messages.approvers_notice(run, self.policy.slack.approvers))
+        security = self.policy.slack.security_channel
+        if security is None:
+            return
+        text = messages.security_notice(run, await self.permalink(run.id))
+        try:
+            await self.client.chat_postMessage(channel=security, text=text)
+        except SLACK_FAILURES as exc:
+            logger.warning("security channel notice failed run_id=%s channel=%s error=%s",
+                           run.id, security, _error_code(exc))
 
     async def step_changed(self, run: RunView, step: StepView) -> None:
         await self._refresh_parent(run.id)

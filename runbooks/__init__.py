@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.runbook.steps import Runbook
+from runbooks.compromised import COMPROMISED
 from runbooks.rotate import ROTATE
 
-RUNBOOKS: dict[str, Runbook] = {runbook.name: runbook for runbook in (ROTATE,)}
+RUNBOOKS: dict[str, Runbook] = {runbook.name: runbook for runbook in (ROTATE, COMPROMISED)}

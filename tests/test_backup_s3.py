@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -50,7 +51,11 @@ class S3Server:
     def start(self) -> None:
         self._server.start()
         self.running = True
-        self.client().create_bucket(Bucket=BUCKET)
+        # Every moto server in one process shares its state, so clear what earlier tests left.
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        self.client().create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         if self.running:

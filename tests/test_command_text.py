@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 
 from bot.errors import CommandError
 from bot.policy import BUILTIN_SECRETS, FlySettings, Policy, Priority, SecretPolicy, SlackSettings, Source
+from bot.redact import MASK, Redactor
 from handlers.command_text import (
     MAX_REASON_LENGTH,
     MAX_SECRETS_PER_RUN,
     ROTATE_USAGE,
     HelpCommand,
     RotateCommand,
+    help_text,
     parse_command,
 )
 
@@ -228,6 +230,161 @@ def test_error_contains_usage(text: str) -> None:
     assert ROTATE_USAGE in error_for(text)
 
 
+# --- "--" ends the names ---------------------------------------------------------------------
+
+
+def test_separator_starts_reason_in_capitals() -> None:
+    command = rotate("rotate JWT_SECRET -- URGENT leak")
+    assert command.names == ("JWT_SECRET",)
+    assert command.reason == "URGENT leak"
+
+
+def test_secret_name_after_separator_is_reason() -> None:
+    command = rotate("rotate JWT_SECRET -- ENCRYPTION_KEY was in the same log")
+    assert command.names == ("JWT_SECRET",)
+    assert command.reason == "ENCRYPTION_KEY was in the same log"
+
+
+def test_separator_without_reason() -> None:
+    assert rotate("rotate JWT_SECRET --").reason is None
+
+
+def test_second_separator_stays_in_reason() -> None:
+    assert rotate("rotate JWT_SECRET -- leaked -- twice").reason == "leaked -- twice"
+
+
+def test_app_flag_after_separator_applies() -> None:
+    command = rotate("rotate JWT_SECRET -- URGENT leak --app hotel-worker")
+    assert command.app == "hotel-worker"
+    assert command.reason == "URGENT leak"
+
+
+def test_separator_before_names_rejected() -> None:
+    assert "Name at least one secret" in error_for("rotate -- JWT_SECRET")
+
+
+def test_smart_dash_separator() -> None:
+    assert rotate("rotate JWT_SECRET \u2014 URGENT leak").reason == "URGENT leak"
+
+
+def test_capitalized_reason_error_suggests_separator() -> None:
+    message = error_for("rotate JWT_SECRET URGENT leak")
+    assert "Unknown secret `URGENT`" in message
+    assert "put `--` before it" in message
+
+
+def test_help_mentions_separator() -> None:
+    assert "`--`" in help_text()
+    assert "[--]" in ROTATE_USAGE
+
+
+# --- values typed into the command ---------------------------------------------------------
+
+PASTED_VALUE = "hunter2-Pasted-Value-0042"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"rotate JWT_SECRET={PASTED_VALUE}",
+        f"rotate JWT_SECRET JWT_SECRET={PASTED_VALUE}",
+        f"rotate JWT_SECRET leaked JWT_SECRET={PASTED_VALUE}",
+        f"rotate JWT_SECRET -- was {PASTED_VALUE}=x",
+        f"rotate JWT_SECRET ={PASTED_VALUE}",
+        f"JWT_SECRET={PASTED_VALUE}",
+        f"rotate JWT_SECRET --app hotel-worker={PASTED_VALUE}",
+        f"rotate JWT_SECRET --app=hotel-worker={PASTED_VALUE}",
+    ],
+)
+def test_value_in_command_not_echoed(text: str) -> None:
+    message = error_for(text)
+    assert "Values are never typed in Slack" in message
+    assert "the bot makes or asks for the new value" in message
+    assert PASTED_VALUE not in message
+    assert PASTED_VALUE[:8] not in message
+
+
+def test_value_error_names_known_secret() -> None:
+    assert "`/secret rotate JWT_SECRET`" in error_for(f"rotate JWT_SECRET={PASTED_VALUE}")
+
+
+def test_value_error_hides_unknown_name() -> None:
+    message = error_for(f"rotate {PASTED_VALUE}=x")
+    assert "`/secret rotate NAME`" in message
+    assert PASTED_VALUE not in message
+
+
+def test_unknown_option_quoted_without_value() -> None:
+    message = error_for(f"rotate JWT_SECRET --force={PASTED_VALUE}")
+    assert "Unknown option `--force`" in message
+    assert PASTED_VALUE not in message
+
+
+# Key-shaped strings of the kinds bot.redact masks: a Slack token, a long base64 run, a
+# long hex run and a Fly macaroon.
+KEYS = [
+    "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx",
+    "q8Zr3T1vXk9PmW2bN7cY4hL6sJ0dF5gA",
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+    "fm2_lJPECAAAAAAAAQ1GxBD6y0JcTGpT3E5sYk1VvQ",
+]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_as_secret_name_masked(key: str) -> None:
+    message = error_for(f"rotate {key}")
+    assert key not in message
+    assert key[:12] not in message
+    assert MASK in message
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_as_app_masked(key: str) -> None:
+    message = error_for(f"rotate JWT_SECRET --app {key}")
+    assert key not in message
+    assert key[:12] not in message
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_as_verb_masked(key: str) -> None:
+    message = error_for(key)
+    assert key not in message
+    assert key[:12] not in message
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_in_reason_rejected(key: str) -> None:
+    message = error_for(f"rotate JWT_SECRET leaked {key} in CI")
+    assert "The reason looks like it contains a key or token" in message
+    assert key not in message
+    assert key[:12] not in message
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_after_separator_rejected(key: str) -> None:
+    assert "looks like it contains a key" in error_for(f"rotate JWT_SECRET -- {key}")
+
+
+def test_pem_in_reason_rejected() -> None:
+    # normalize() folds the five dashes of the PEM markers, so the base64 lines are what is caught.
+    body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"
+    message = error_for(f"rotate JWT_SECRET -- -----BEGIN PRIVATE KEY----- {body} -----END PRIVATE KEY-----")
+    assert "looks like it contains a key" in message
+    assert body[:12] not in message
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "leaked in a CI log, see https://ci.example.com/jobs/2024-05-01/build-logs-for-the-release",
+        "HOTEL_VOICE_BOT_WEBHOOK_CONFIGURATION_DOCS say so",
+        "quarterly rotation per the security-review-checklist-for-hotel-apps",
+    ],
+)
+def test_plain_reason_accepted(reason: str) -> None:
+    assert rotate(f"rotate JWT_SECRET -- {reason}").reason == reason
+
+
 # --- text as Slack delivers it --------------------------------------------------------------
 
 
@@ -327,6 +484,11 @@ def test_long_token_error_fits_slack(text: str) -> None:
 
 VOCABULARY = [
     "rotate",
+    "--",
+    "=",
+    "JWT_SECRET=",
+    KEYS[0],
+    KEYS[1],
     "ROTATE",
     "help",
     "--app",
@@ -373,3 +535,5 @@ def test_any_text_parses_or_raises_command_error(text: str) -> None:
         assert len(set(command.names)) == len(command.names)
         assert command.app in APPS
         assert command.reason is None or 0 < len(command.reason) <= MAX_REASON_LENGTH
+        assert command.reason is None or "=" not in command.reason
+        assert command.reason is None or Redactor().redact(command.reason) == command.reason

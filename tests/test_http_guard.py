@@ -1,9 +1,9 @@
 """The `/slack/events` guard: forged and malformed requests get 4xx, never a 500.
 
-The endpoint runs on 127.0.0.1 with a real bolt AsyncApp that has the same listeners as
-production (the `/secret` command, the step buttons, `app_home_opened`). The server has
-its own event loop in a thread, so the tests, hypothesis included, send requests with a
-blocking HTTP client.
+The endpoint runs on 127.0.0.1 with a real bolt AsyncApp whose listeners match on the
+same names as production (the `/secret` command, the step and enter-value buttons, the
+value modal, `app_home_opened`) and only acknowledge. The server has its own event loop
+in a thread, so the tests, hypothesis included, send requests with a blocking HTTP client.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 
 from handlers.http import SlackEndpoint
-from handlers.listeners import STEP_ACTION_PATTERN
+from handlers.listeners import ENTER_ACTION_ID, STEP_ACTION_PATTERN
+from handlers.messages import VALUE_MODAL_CALLBACK
 
 SIGNING_SECRET = "5c1e0d9a7b3f4e2a8c6d1b0f9e7a3c5d"
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
-# bolt answers 404 when a listener has not acknowledged within 3 s; any request that
+# bolt returns 404 when a listener has not acknowledged within 3 s; any request that
 # takes this long has crashed a listener before its ack().
 ACK_DEADLINE_SECONDS = 2.5
 # A value that must never appear in a log line, whatever the request looks like.
@@ -129,6 +130,14 @@ def _bolt_app() -> AsyncApp:
     async def step_button(ack: AsyncAck, action: dict[str, Any]) -> None:
         await ack()
 
+    @app.action(ENTER_ACTION_ID)
+    async def enter_button(ack: AsyncAck, action: dict[str, Any]) -> None:
+        await ack()
+
+    @app.view(VALUE_MODAL_CALLBACK)
+    async def values_submitted(ack: AsyncAck, view: dict[str, Any]) -> None:
+        await ack()
+
     @app.event("app_home_opened")
     async def home_opened(event: dict[str, Any]) -> None:
         return None
@@ -165,6 +174,21 @@ def block_actions(**fields: Any) -> dict[str, Any]:
     return payload
 
 
+def modal_submission(**fields: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "type": "view_submission",
+        "user": {"id": "U0AAA", "team_id": "T0TEAM"},
+        "team": {"id": "T0TEAM", "domain": "hotel"},
+        "view": {"id": "V0MODAL", "type": "modal", "callback_id": VALUE_MODAL_CALLBACK, "team_id": "T0TEAM",
+                 "private_metadata": "{}", "state": {"values": {}}},
+        "response_urls": [],
+        "enterprise": None,
+        "is_enterprise_install": False,
+    }
+    payload.update(fields)
+    return payload
+
+
 GOOD_COMMAND = {"command": "/secret", "text": "help", "user_id": "U0AAA", "channel_id": "C0123OPS",
                 "team_id": "T0TEAM"}
 
@@ -186,6 +210,10 @@ def test_valid_command_reaches_listener(server: GuardServer) -> None:
 
 def test_valid_button_reaches_listener(server: GuardServer) -> None:
     assert server.post(payload_form(block_actions())).status == 200
+
+
+def test_value_modal_reaches_listener(server: GuardServer) -> None:
+    assert server.post(payload_form(modal_submission())).status == 200
 
 
 def test_home_event_reaches_listener(server: GuardServer) -> None:
@@ -342,7 +370,7 @@ TYPE_NAMES = [
     "workflow_step_edit", "workflow_step", "event_callback", "url_verification", "app_home_opened", "message",
     "function_executed", "workflow_step_execute", "assistant_thread_started", "modal", "home", "button",
 ]
-ACTION_IDS = ["step_approve", "step_deny", "step_done", "step_other", "approve"]
+ACTION_IDS = ["step_approve", "step_deny", "step_done", "step_enter", "step_other", "approve"]
 
 scalars = st.one_of(
     st.none(),
@@ -352,7 +380,8 @@ scalars = st.one_of(
     st.text(max_size=8),
     st.sampled_from(TYPE_NAMES),
     st.sampled_from(ACTION_IDS),
-    st.sampled_from(["1", "U0AAA", "U0BOT", "B0BOT", "T0TEAM", "E0ORG", "C0123OPS", "/secret", "http://127.0.0.1:9/"]),
+    st.sampled_from(["1", "U0AAA", "U0BOT", "B0BOT", "T0TEAM", "E0ORG", "C0123OPS", "/secret", "http://127.0.0.1:9/",
+                     VALUE_MODAL_CALLBACK]),
 )
 json_values = st.recursive(
     scalars,
@@ -367,7 +396,8 @@ random_documents = st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, ma
 # checks behind the first few required fields.
 plausible_documents = st.builds(
     lambda base, extra: {**base, **extra},
-    st.sampled_from([block_actions(), {"type": "event_callback", "event": {"type": "app_home_opened"}}]),
+    st.sampled_from([block_actions(), modal_submission(),
+                     {"type": "event_callback", "event": {"type": "app_home_opened"}}]),
     random_documents,
 )
 typed_documents = st.builds(

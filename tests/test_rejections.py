@@ -152,7 +152,9 @@ async def test_flyctl_exit_1_fails_the_step(
     assert lines[3].startswith(":x:")
     assert "exit 1" in lines[3]
     assert fly.secret_value(APP, "JWT_SECRET") == OLD_VALUE
-    assert any("old value is in place" in text for text in thread_texts(slack, parent))
+    # The thread reply follows the parent message update.
+    await slack.wait_for(lambda: any("old value is in place" in text for text in thread_texts(slack, parent)),
+                         description="thread says the old value is in place")
 
 
 async def test_flyctl_timeout_fails_the_step(

@@ -83,13 +83,13 @@ def check_target(app: str, name: str) -> None:
 
 
 def sealing_context(app: str, name: str, version: int) -> str:
-    # Pending values are sealed as "<run_id>/<name>", with one slash; this context has
-    # three, so the two kinds of ciphertext under the same key cannot stand in for each other.
+    # Pending values are sealed as "<run_id>/<name>" with one slash. This context has three,
+    # so a pending ciphertext and a backup ciphertext under the same key never open as each other.
     return f"backup/{app}/{name}/{version}"
 
 
 def open_ciphertext(sealer: Sealer, record: BackupRecord, ciphertext: bytes) -> str:
-    """Decrypt one version, raising BackupError that says which key or which row is wrong."""
+    """Decrypt one version, raising BackupError that names the wrong key or the changed row."""
     if record.key_id != sealer.key_id:
         raise BackupError(
             f"{record.label} was encrypted with key {record.key_id}, but SECRETBOT_BACKUP_KEY here is key "

@@ -1,7 +1,7 @@
 """The second copy of each backup, in an S3-compatible bucket such as Backblaze B2.
 
 An object is `<prefix><app>/<name>/v<version>.json`: the backup entry of
-`bot.backups.records`, so it holds ciphertext and metadata and never a value.
+`bot.backups.records`, so it contains ciphertext and metadata and never a value.
 """
 
 from __future__ import annotations

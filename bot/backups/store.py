@@ -2,7 +2,7 @@
 
 Fly never shows a secret's value again once it is set, so these rows are the way back
 to a lost value. Each version is sealed with SECRETBOT_BACKUP_KEY (AES-256-GCM, bound to
-app, name and version) and kept in the bot's database; an optional second copy goes to
+app, name and version) and kept in the bot's database. An optional second copy goes to
 an S3-compatible bucket. Nothing here logs or returns a value except `value()`.
 """
 
@@ -160,8 +160,10 @@ class BackupStore:
         """Return one version, the latest if `version` is None; raise BackupNotFound."""
         record = await self.latest(app, name) if version is None else await self._get(app, name, version)
         if record is None:
-            which = "any version" if version is None else f"version {version}"
-            raise BackupNotFound(f"no backup of {name} ({which}) for {app}; `secretbot backup list {app}` lists them")
+            version_text = "any version" if version is None else f"version {version}"
+            raise BackupNotFound(
+                f"no backup of {name} ({version_text}) for {app}; `secretbot backup list {app}` lists the versions"
+            )
         return record
 
     async def _get(self, app: str, name: str, version: int) -> BackupRecord | None:

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
+from bot.backups import BackupStore
 from bot.flyctl import FlyctlClient, Redactor
 from bot.policy import Policy
 from bot.runbook.views import RunView
@@ -62,6 +63,7 @@ class Services:
     flyctl: FlyctlClient
     sealer: Sealer
     redactor: Redactor
+    backups: BackupStore
     app_locks: AppLocks = field(default_factory=AppLocks)
 
 

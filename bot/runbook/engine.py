@@ -420,6 +420,7 @@ class Engine:
                 position=row.position, kind=row.kind, title=runbook.steps[row.position].title, status=row.status,
                 detail=row.detail, actor=row.actor, actions=runbook.steps[row.position].actions,
                 allowed_users=runbook.steps[row.position].allowed_users(base, self.services.policy),
+                started_at=row.started_at, finished_at=row.finished_at,
             )
             for row in run.steps
         )

@@ -19,6 +19,8 @@ class StepView:
     actor: str | None
     actions: tuple[Action, ...]
     allowed_users: tuple[str, ...]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)

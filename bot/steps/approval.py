@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.policy import Policy
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, Failed, StepKind, StepOutcome, Waiting
+from bot.runbook.steps import Action, Decision, Done, Failed, Skipped, StepKind, StepOutcome, Waiting
 from bot.runbook.views import RunView
 
 
@@ -38,3 +38,16 @@ class Approval(StepKind):
         if decision.action == "approve":
             return Done("Approved")
         return Failed("Denied", denied=True)
+
+
+class BreakGlassApproval(Approval):
+    """Approval for a compromised secret: skipped unless the policy requires it."""
+
+    async def execute(self, ctx: StepContext) -> StepOutcome:
+        if ctx.policy.slack.compromised_requires_approval:
+            return await super().execute(ctx)
+        await ctx.audit("run.break_glass", actor=ctx.run.requester, reason=ctx.run.reason)
+        return Skipped(
+            "Break-glass start: a compromised secret is replaced without waiting for approval; "
+            "the approvers are notified in this thread."
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.errors import FlyctlError, FlyctlTimeout, UnsafeValueError
+from bot.errors import FlyctlError, FlyctlTimeout, SecretbotError, UnsafeValueError
 from bot.flyctl import encode_import
 from bot.runbook.context import StepContext, ValueLostError
 from bot.runbook.steps import Done, Failed, StepKind, StepOutcome
@@ -46,6 +46,9 @@ class UpdateFlySecrets(StepKind):
         return await self._import(ctx, app, names, values)
 
     async def _import(self, ctx: StepContext, app: str, names: list[str], values: dict[str, str]) -> StepOutcome:
+        problem = await self._back_up(ctx, app, names, values)
+        if problem is not None:
+            return Failed(problem)
         before = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
         await ctx.record_digests(before={name: before.get(name) for name in names})
         await ctx.audit("fly.import.started", digests_before={name: before.get(name) for name in names})
@@ -65,6 +68,29 @@ class UpdateFlySecrets(StepKind):
         if transcript:
             await ctx.report("flyctl output:\n" + transcript)
         return Done(f"flyctl secrets import finished in {result.duration:.0f} s (exit 0).")
+
+    async def _back_up(self, ctx: StepContext, app: str, names: list[str], values: dict[str, str]) -> str | None:
+        """Back up every value before Fly gets it, since Fly never shows a value again."""
+        backups = ctx.services.backups
+        if not backups.enabled:
+            await ctx.report("Backups are off (SECRETBOT_BACKUP_KEY is not set): this value cannot be recovered "
+                             "from secretbot later, and rollback is not possible.")
+            return None
+        saved = []
+        for name in names:
+            try:
+                record = await backups.save(app=app, name=name, value=values[name], run_id=ctx.run.id,
+                                            created_by=ctx.run.requester)
+            except SecretbotError as exc:
+                logger.error("backup failed; Fly not changed %s error=%s", ctx.log_context(), exc)
+                return f"the backup of {name} could not be written ({exc}), so Fly was not changed"
+            saved.append(f"{name} v{record.version}")
+            if record.s3_error:
+                await ctx.report(f"The bucket copy of the {name} backup failed ({record.s3_error}); "
+                                 "the database copy is kept.")
+        await ctx.audit("backup.saved", versions=saved)
+        await ctx.report(f"Backed up (encrypted): {', '.join(saved)}.")
+        return None
 
     async def _failed(
         self, ctx: StepContext, app: str, names: list[str], before: dict[str, str], exc: FlyctlError

@@ -43,6 +43,7 @@ class VerifyDeployment(StepKind):
         )
         if not report.ok:
             return Failed("verification failed: " + "; ".join(report.problems))
+        await self._mark_backups_deployed(ctx, report.digests_after)
         detail = (
             f"{report.machines} machine(s) started on release v{report.release_version} with passing checks; "
             f"new digest for {', '.join(names)}"
@@ -50,3 +51,13 @@ class VerifyDeployment(StepKind):
         if health_url:
             detail += f"; {health_url} answered 2xx"
         return Done(detail + ".")
+
+    async def _mark_backups_deployed(self, ctx: StepContext, digests: dict[str, str | None]) -> None:
+        """Record Fly's digest on this run's backups, so a later check can match them to Fly."""
+        backups = ctx.services.backups
+        if not backups.enabled:
+            return
+        for name, digest in digests.items():
+            latest = await backups.latest(ctx.run.app, name)
+            if latest is not None and latest.run_id == ctx.run.id and digest is not None:
+                await backups.mark_deployed(app=ctx.run.app, name=name, version=latest.version, fly_digest=digest)

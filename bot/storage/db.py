@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.errors import StorageError
@@ -55,17 +56,62 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the latest revision."""
+    """Bring the schema to the latest revision; raise StorageError naming DATABASE_URL if that fails."""
 
     def upgrade(connection: Connection) -> None:
         command.upgrade(_alembic_config(connection), "head")
 
+    # SQLAlchemy 2.1 passes asyncpg's connection failures (refused, SSL declined, unknown host)
+    # through unwrapped, as OSError subclasses.
     try:
         async with engine.begin() as connection:
             await connection.run_sync(upgrade)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"database migration failed: {exc.__class__.__name__}: {exc}") from exc
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(_failure_message(engine.url, exc)) from exc
     logger.info("database schema is at the latest revision")
+
+
+def _failure_message(url: URL, exc: Exception) -> str:
+    """Describe a failed connection or migration with the URL, the cause and what to check."""
+    shown = _shown_url(url)
+    cause = _cause(exc)
+    if url.get_backend_name() == "sqlite" and "unable to open database file" in cause:
+        folder = Path(url.database or ".").resolve().parent
+        return (
+            f"cannot open the SQLite database file of DATABASE_URL {shown} ({cause}); "
+            f"check that the folder {folder} exists and that secretbot can write to it"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        hint = "check that PostgreSQL is running and accepts connections on that host and port"
+    elif isinstance(exc, socket.gaierror):
+        hint = "check the host name in DATABASE_URL"
+    elif isinstance(exc, TimeoutError):
+        hint = "check the host, the port and any firewall between secretbot and the database"
+    elif isinstance(exc, ConnectionError) and "SSL" in str(exc):
+        # asyncpg raises a plain ConnectionError when the server replies "N" (no SSL) to its SSLRequest.
+        hint = (
+            "the server does not accept SSL; remove sslmode=require (or ssl=require) from DATABASE_URL "
+            "or enable SSL on the server"
+        )
+    elif isinstance(exc, OSError):
+        hint = "check the host and port in DATABASE_URL"
+    else:
+        return f"database migration failed for DATABASE_URL {shown}: {cause}"
+    return f"cannot connect to the database at DATABASE_URL {shown} ({cause}); {hint}"
+
+
+def _shown_url(url: URL) -> str:
+    """Render the URL with the password masked and any `password` query parameter left out."""
+    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
+
+
+def _cause(exc: Exception) -> str:
+    # SQLAlchemy wraps the driver's error in `orig`, and asyncpg's own error is that one's __cause__.
+    original: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        original = exc.orig.__cause__ or exc.orig
+    lines = str(original).splitlines()
+    return f"{type(original).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 async def schema_is_current(engine: AsyncEngine) -> bool:
