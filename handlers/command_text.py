@@ -22,11 +22,18 @@ from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
 from bot.redact import Redactor
 
 ROTATE_USAGE = "/secret rotate NAME [NAME ...] [--app APP] [[--] reason]"
+COMPROMISED_USAGE = "/secret compromised NAME [NAME ...] [--app APP] [[--] what happened]"
+# The runbook each verb starts, with its usage line.
+RUN_USAGES = {"rotate": ROTATE_USAGE, "compromised": COMPROMISED_USAGE}
 USAGES = (
     (
         ROTATE_USAGE,
         "start a rotation of one or more secrets (one approval, one restart); "
         "put `--` before a reason that starts with a word in capitals",
+    ),
+    (
+        COMPROMISED_USAGE,
+        "a leaked secret: revoke it at the source, replace it at once (no approval wait) and record the incident",
     ),
     ("/secret help", "show this help"),
 )
@@ -56,9 +63,12 @@ class HelpCommand:
 
 @dataclass(frozen=True)
 class RotateCommand:
+    """A command that starts a runbook (`kind` is rotate or compromised) on some secrets."""
+
     names: tuple[str, ...]
     app: str
     reason: str | None
+    kind: str = "rotate"
 
 
 Command = HelpCommand | RotateCommand
@@ -86,15 +96,16 @@ def parse_command(text: str, policy: Policy) -> Command:
         return HelpCommand()
     _reject_values(tokens, policy)
     verb = tokens[0].lower()
-    if verb == "rotate":
-        return _parse_rotate(tokens[1:], policy)
-    suggestion = _close(verb, ["rotate", "help"])
+    if verb in RUN_USAGES:
+        return _parse_rotate(tokens[1:], policy, kind=verb)
+    suggestion = _close(verb, [*RUN_USAGES, "help"])
     hint = f" Did you mean `{suggestion}`?" if suggestion else ""
     raise CommandError(f"Unknown command `{_shown(tokens[0])}`.{hint}\n{help_text()}")
 
 
-def _parse_rotate(tokens: list[str], policy: Policy) -> RotateCommand:
-    app, rest = _take_app_flag(tokens, policy)
+def _parse_rotate(tokens: list[str], policy: Policy, *, kind: str = "rotate") -> RotateCommand:
+    usage = RUN_USAGES[kind]
+    app, rest = _take_app_flag(tokens, policy, usage)
     names: list[str] = []
     reason_tokens: list[str] = []
     names_ended = False
@@ -112,21 +123,21 @@ def _parse_rotate(tokens: list[str], policy: Policy) -> RotateCommand:
         if token.startswith("-"):
             # Only the part before "=" is quoted, in case a value follows it.
             option = token.split("=", 1)[0]
-            raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.")
+            raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.", usage)
         if not names or _looks_like_name(token, policy):
-            raise _unknown_secret(token, policy, after_names=bool(names))
+            raise _unknown_secret(token, policy, after_names=bool(names), usage=usage)
         reason_tokens.append(token)
 
     if not names:
-        raise _usage_error("Name at least one secret to rotate.")
+        raise _usage_error("Name at least one secret.", usage)
     if len(names) > MAX_SECRETS_PER_RUN:
-        raise _usage_error(f"At most {MAX_SECRETS_PER_RUN} secrets can be rotated in one run, got {len(names)}.")
+        raise _usage_error(f"At most {MAX_SECRETS_PER_RUN} secrets can be rotated in one run, got {len(names)}.", usage)
     reason = " ".join(reason_tokens) or None
     if reason is not None and len(reason) > MAX_REASON_LENGTH:
-        raise _usage_error(f"The reason is {len(reason)} characters long; keep it under {MAX_REASON_LENGTH}.")
+        raise _usage_error(f"The reason is {len(reason)} characters long; keep it under {MAX_REASON_LENGTH}.", usage)
     if reason is not None and _REDACTOR.redact(reason) != reason:
-        raise _usage_error("The reason looks like it contains a key or token; leave values out of the reason.")
-    return RotateCommand(names=tuple(names), app=app, reason=reason)
+        raise _usage_error("The reason looks like it contains a key or token; leave values out of the reason.", usage)
+    return RotateCommand(names=tuple(names), app=app, reason=reason, kind=kind)
 
 
 def _reject_values(tokens: list[str], policy: Policy) -> None:
@@ -149,7 +160,7 @@ def _reject_values(tokens: list[str], policy: Policy) -> None:
         )
 
 
-def _take_app_flag(tokens: list[str], policy: Policy) -> tuple[str, list[str]]:
+def _take_app_flag(tokens: list[str], policy: Policy, usage: str = ROTATE_USAGE) -> tuple[str, list[str]]:
     app: str | None = None
     rest: list[str] = []
     index = 0
@@ -157,10 +168,10 @@ def _take_app_flag(tokens: list[str], policy: Policy) -> tuple[str, list[str]]:
         token = tokens[index]
         if token == "--app" or token.startswith("--app="):
             if app is not None:
-                raise _usage_error("`--app` is given twice.")
+                raise _usage_error("`--app` is given twice.", usage)
             if token == "--app":
                 if index + 1 >= len(tokens):
-                    raise _usage_error("`--app` needs an app name.")
+                    raise _usage_error("`--app` needs an app name.", usage)
                 app = tokens[index + 1]
                 index += 2
             else:
@@ -169,10 +180,10 @@ def _take_app_flag(tokens: list[str], policy: Policy) -> tuple[str, list[str]]:
             continue
         rest.append(token)
         index += 1
-    return _resolve_app(app, policy), rest
+    return _resolve_app(app, policy, usage), rest
 
 
-def _resolve_app(app: str | None, policy: Policy) -> str:
+def _resolve_app(app: str | None, policy: Policy, usage: str = ROTATE_USAGE) -> str:
     configured = policy.fly.apps
     if app is None:
         if not configured:
@@ -188,7 +199,7 @@ def _resolve_app(app: str | None, policy: Policy) -> str:
     if suggestion:
         reason += f" Did you mean `{suggestion}`?"
     reason += f" Configured apps: {', '.join(f'`{name}`' for name in configured) or 'none'}."
-    raise _usage_error(reason)
+    raise _usage_error(reason, usage)
 
 
 def _looks_like_name(token: str, policy: Policy) -> bool:
@@ -197,7 +208,7 @@ def _looks_like_name(token: str, policy: Policy) -> bool:
     return any(token.lower() == name.lower() for name in policy.secrets)
 
 
-def _unknown_secret(token: str, policy: Policy, *, after_names: bool) -> CommandError:
+def _unknown_secret(token: str, policy: Policy, *, after_names: bool, usage: str = ROTATE_USAGE) -> CommandError:
     if not SECRET_NAME_PATTERN.match(token):
         message = f"`{_shown(token)}` is not a valid secret name; names are letters, digits and underscores."
     else:
@@ -210,11 +221,11 @@ def _unknown_secret(token: str, policy: Policy, *, after_names: bool) -> Command
             message += " Secret names are case-sensitive."
     if after_names:
         message += f" If the reason starts here, put `{END_OF_NAMES}` before it."
-    return _usage_error(message)
+    return _usage_error(message, usage)
 
 
-def _usage_error(message: str) -> CommandError:
-    return CommandError(f"{message}\nUsage: `{ROTATE_USAGE}`")
+def _usage_error(message: str, usage: str = ROTATE_USAGE) -> CommandError:
+    return CommandError(f"{message}\nUsage: `{usage}`")
 
 
 def _close(word: str, candidates: list[str]) -> str | None:

@@ -4,9 +4,9 @@ The signature is checked here rather than by bolt, because bolt's check logs the
 request body when a signature is bad, and a body may carry a secret value.
 
 A correctly signed body still reaches bolt only if it has the shape bolt and the
-listeners read. bolt indexes into the body without checking types, so a `payload` that
-is not a JSON object, or an `actions` field that is not a list, would raise inside bolt
-and return 500 (or 404 after bolt's 3-second wait for an ack). Such a body gets 400 here.
+listeners read. bolt indexes into the body without checking types. A `payload` that is
+not a JSON object, or an `actions` field that is not a list, would raise inside bolt and
+return 500, or 404 after bolt's 3-second wait for an ack. Such a body gets 400 here.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
                       text="No runbook channel is configured; set slack.channel in secretbot.toml.")
             return
 
-        await ack(response_type="ephemeral", text=messages.starting_ack("rotate", parsed.names, parsed.app))
+        await ack(response_type="ephemeral", text=messages.starting_ack(parsed.kind, parsed.names, parsed.app))
         await _start_rotation(parsed, user_id=user_id, engine=engine, observer=observer, respond=respond)
 
     @app.action(STEP_ACTION_PATTERN)
@@ -157,7 +157,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
 async def _start_rotation(
     parsed: RotateCommand, *, user_id: str, engine: Engine, observer: SlackObserver, respond: AsyncRespond
 ) -> None:
-    result = await engine.start_run(kind="rotate", app=parsed.app, secret_names=parsed.names,
+    result = await engine.start_run(kind=parsed.kind, app=parsed.app, secret_names=parsed.names,
                                     requester=user_id, reason=parsed.reason)
     if isinstance(result, AlreadyOpen):
         link = await observer.permalink(result.run_id)
