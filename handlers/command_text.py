@@ -35,8 +35,11 @@ USAGES = (
         COMPROMISED_USAGE,
         "a leaked secret: revoke it at the source, replace it at once (no approval wait) and record the incident",
     ),
+    ("/secret cancel RUN_ID [reason]", "stop an open run (the requester or an approver); no step may be running"),
     ("/secret help", "show this help"),
 )
+CANCEL_USAGE = "/secret cancel RUN_ID [reason]"
+_RUN_ID = re.compile(r"^[0-9a-f]{12}\Z")
 # The token that ends the secret names. Every later token except `--app APP` belongs to the reason.
 END_OF_NAMES = "--"
 
@@ -71,7 +74,13 @@ class RotateCommand:
     kind: str = "rotate"
 
 
-Command = HelpCommand | RotateCommand
+@dataclass(frozen=True)
+class CancelCommand:
+    run_id: str
+    reason: str | None
+
+
+Command = HelpCommand | RotateCommand | CancelCommand
 
 
 def help_text() -> str:
@@ -98,7 +107,9 @@ def parse_command(text: str, policy: Policy) -> Command:
     verb = tokens[0].lower()
     if verb in RUN_USAGES:
         return _parse_rotate(tokens[1:], policy, kind=verb)
-    suggestion = _close(verb, [*RUN_USAGES, "help"])
+    if verb == "cancel":
+        return _parse_cancel(tokens[1:])
+    suggestion = _close(verb, [*RUN_USAGES, "cancel", "help"])
     hint = f" Did you mean `{suggestion}`?" if suggestion else ""
     raise CommandError(f"Unknown command `{_shown(tokens[0])}`.{hint}\n{help_text()}")
 
@@ -138,6 +149,17 @@ def _parse_rotate(tokens: list[str], policy: Policy, *, kind: str = "rotate") ->
     if reason is not None and _REDACTOR.redact(reason) != reason:
         raise _usage_error("The reason looks like it contains a key or token; leave values out of the reason.", usage)
     return RotateCommand(names=tuple(names), app=app, reason=reason, kind=kind)
+
+
+def _parse_cancel(tokens: list[str]) -> CancelCommand:
+    if not tokens or not _RUN_ID.match(tokens[0].lower()):
+        shown = f" `{_shown(tokens[0])}` is not one." if tokens else ""
+        raise _usage_error(f"Name the run to cancel: its ID is the 12-character code in the run's message.{shown}",
+                           CANCEL_USAGE)
+    reason = " ".join(tokens[1:]) or None
+    if reason is not None and (len(reason) > MAX_REASON_LENGTH or _REDACTOR.redact(reason) != reason):
+        raise _usage_error("Keep the reason short and free of keys or tokens.", CANCEL_USAGE)
+    return CancelCommand(run_id=tokens[0].lower(), reason=reason)
 
 
 def _reject_values(tokens: list[str], policy: Policy) -> None:

@@ -22,7 +22,7 @@ from bot.errors import CommandError
 from bot.policy import Policy
 from bot.runbook.engine import Accepted, AlreadyDecided, AlreadyOpen, Engine, Invalid, Rejected
 from handlers import messages
-from handlers.command_text import HelpCommand, RotateCommand, help_text, parse_command
+from handlers.command_text import CancelCommand, HelpCommand, RotateCommand, help_text, parse_command
 from handlers.observer import SlackObserver
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,14 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             return
         if isinstance(parsed, HelpCommand):
             await ack(response_type="ephemeral", text=help_text())
+            return
+        if isinstance(parsed, CancelCommand):
+            await ack(response_type="ephemeral", text=f"Cancelling run `{parsed.run_id}`…")
+            result = await engine.cancel(run_id=parsed.run_id, user_id=user_id,
+                                         reason=parsed.reason or "no reason given")
+            text = (messages.rejected_reply(result.reason) if isinstance(result, Rejected)
+                    else f"Run `{parsed.run_id}` is cancelled; nothing more will be changed by it.")
+            await respond(response_type="ephemeral", replace_original=False, text=text)
             return
         if policy.slack.channel is None:
             await ack(response_type="ephemeral",

@@ -222,3 +222,24 @@ async def test_unpostable_channel_stops_run(
     # The failed run does not block a new one.
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
     await wait_for_parent(slack)
+
+
+async def test_cancel_frees_the_secret(
+    driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path, bot: BotProcess
+) -> None:
+    parent = await start_and_wait_for_approval(driver, slack)
+    run_id = query(bot.database_path, "SELECT id FROM runs")[0]["id"]
+
+    await driver.slash_command(f"cancel {run_id}", user_id=BYSTANDER, channel_id=CHANNEL)
+    await slack.wait_for(lambda: any("only the requester or an approver" in text
+                                     for text in response_texts(slack, BYSTANDER)),
+                         description="bystander may not cancel")
+
+    await driver.slash_command(f"cancel {run_id} wrong secret", user_id=REQUESTER, channel_id=CHANNEL)
+    message = await wait_for_status(slack, parent, "failed")
+    assert "Cancelled: wrong secret" in str(message.blocks)
+    assert "step_approve" not in str(message.blocks)
+    assert imports_run(fly, flyctl_log) == 0
+
+    await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    await wait_for_parent(slack, index=1)

@@ -509,13 +509,19 @@ class Engine:
                           f"read ({type(exc).__name__}); check `flyctl secrets list -a {ctx.run.app}`")
 
     async def cancel(self, *, run_id: str, user_id: str, reason: str, force: bool = False) -> SubmitResult:
-        """Stop an open run. Without `force`, a step that is running is left to finish first."""
+        """Stop an open run for its requester or an approver.
+
+        Without `force`, a step that is running is left to finish first, because it may be
+        changing the app.
+        """
         with self._tracked():
             view = await self.get_run(run_id)
             if view is None:
                 return Rejected(f"run {run_id} does not exist")
             if view.finished:
                 return Rejected(f"run {run_id} already ended ({view.status})")
+            if user_id not in (view.requester, *self.services.policy.slack.approvers):
+                return Rejected("only the requester or an approver can cancel a run")
             step = view.steps[view.current_step]
             if step.status == "running" and not force:
                 return Rejected(f"step '{step.title}' is running; wait for it to end, then cancel")
