@@ -23,8 +23,9 @@ from bot.redact import Redactor
 
 ROTATE_USAGE = "/secret rotate NAME [NAME ...] [--app APP] [[--] reason]"
 COMPROMISED_USAGE = "/secret compromised NAME [NAME ...] [--app APP] [[--] what happened]"
+LOST_USAGE = "/secret lost NAME [NAME ...] [--app APP] [[--] reason]"
 # The runbook each verb starts, with its usage line.
-RUN_USAGES = {"rotate": ROTATE_USAGE, "compromised": COMPROMISED_USAGE}
+RUN_USAGES = {"rotate": ROTATE_USAGE, "compromised": COMPROMISED_USAGE, "lost": LOST_USAGE}
 USAGES = (
     (
         ROTATE_USAGE,
@@ -35,6 +36,7 @@ USAGES = (
         COMPROMISED_USAGE,
         "a leaked secret: revoke it at the source, replace it at once (no approval wait) and record the incident",
     ),
+    (LOST_USAGE, "a secret nobody can find: restore the bot's backup or regenerate it, then review"),
     ("/secret cancel RUN_ID [reason]", "stop an open run (the requester or an approver); no step may be running"),
     ("/secret help", "show this help"),
 )

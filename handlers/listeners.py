@@ -27,9 +27,9 @@ from handlers.observer import SlackObserver
 
 logger = logging.getLogger(__name__)
 
-STEP_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(approve|deny|done)$")
-# The enter button opens a form instead of deciding at once.
-ENTER_ACTION_ID = f"{messages.ACTION_PREFIX}enter"
+STEP_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(approve|deny|done|restore|regenerate)$")
+# These buttons open a form instead of deciding at once.
+FORM_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(enter|review)$")
 _VALUE_PATTERN = re.compile(r"^([0-9a-f]{12}):([0-9]{1,3})$")
 
 
@@ -91,7 +91,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         else:
             assert isinstance(result, Accepted)
 
-    @app.action(ENTER_ACTION_ID)
+    @app.action(FORM_ACTION_PATTERN)
     async def enter_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                            respond: AsyncRespond) -> None:
         await ack()
@@ -115,7 +115,9 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         step = run.steps[int(match.group(2))]
         inputs = step_kind.inputs(run, policy)
         try:
-            await client.views_open(trigger_id=trigger_id, view=messages.value_modal(run, step, inputs))
+            form_action = str(action.get("action_id", ""))[len(messages.ACTION_PREFIX):]
+            await client.views_open(trigger_id=trigger_id,
+                                    view=messages.value_modal(run, step, inputs, action=form_action))
         except SlackApiError as exc:
             error = exc.response.get("error") if exc.response is not None else None
             logger.warning("views.open failed run_id=%s error=%s", run.id, error)
@@ -143,8 +145,8 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
 
         # Validation and storage take milliseconds; the answer must reach Slack within 3 s
         # because inline errors can only be shown in the acknowledgement.
-        result = await engine.submit(run_id=run_id, position=position, action="enter", user_id=user_id,
-                                     values=entered)
+        result = await engine.submit(run_id=run_id, position=position, action=str(metadata.get("action", "enter")),
+                                     user_id=user_id, values=entered)
         if isinstance(result, Invalid):
             await ack(response_action="errors", errors={
                 f"{messages.VALUE_BLOCK_PREFIX}{name}": problem for name, problem in result.problems.items()})

@@ -37,7 +37,10 @@ RUN_STATUS_TEXT = {
     "failed": "failed",
     "denied": "denied",
 }
-DECISION_VERBS = {"approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered"}
+DECISION_VERBS = {
+    "approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered",
+    "restore": "answered", "regenerate": "answered", "review": "answered",
+}
 ACTION_PREFIX = "step_"
 # Runbooks for an incident get a siren in the header so they stand out in the channel.
 ALERT_KINDS = ("compromised",)
@@ -144,20 +147,21 @@ VALUE_ACTION_ID = "value"
 VALUE_MAX_LENGTH = 3000
 
 
-def value_modal(run: RunView, step: StepView, inputs: tuple[ValueInput, ...]) -> dict[str, Any]:
-    """Build the modal in which a person enters provider-issued values."""
-    blocks: list[dict[str, Any]] = [
-        section(
-            f"*{escape(run_headline(run))}* (run `{run.id}`)\n"
-            "Slack has no masked input, so what you type is visible on your screen only. "
+def value_modal(run: RunView, step: StepView, inputs: tuple[ValueInput, ...], *, action: str = "enter") -> dict[str, Any]:
+    """Build the modal in which a person enters provider-issued values or other text for a step."""
+    intro = f"*{escape(run_headline(run))}* (run `{run.id}`)"
+    if any(item.secret for item in inputs):
+        intro += (
+            "\nSlack has no masked input, so what you type is visible on your screen only. "
             "The value goes to secretbot, is kept encrypted until it is set on Fly, and is never posted in Slack."
         )
-    ]
+    blocks: list[dict[str, Any]] = [section(intro)]
     for item in inputs:
+        label = item.label or f"New value of {item.name}"
         block: dict[str, Any] = {
             "type": "input",
             "block_id": f"{VALUE_BLOCK_PREFIX}{item.name}",
-            "label": {"type": "plain_text", "text": truncate(f"New value of {item.name}", 2000)},
+            "label": {"type": "plain_text", "text": truncate(label, 2000)},
             "element": {
                 "type": "plain_text_input",
                 "action_id": VALUE_ACTION_ID,
@@ -171,8 +175,8 @@ def value_modal(run: RunView, step: StepView, inputs: tuple[ValueInput, ...]) ->
     return {
         "type": "modal",
         "callback_id": VALUE_MODAL_CALLBACK,
-        "private_metadata": json.dumps({"run_id": run.id, "position": step.position}),
-        "title": {"type": "plain_text", "text": "Enter new value"},
+        "private_metadata": json.dumps({"run_id": run.id, "position": step.position, "action": action}),
+        "title": {"type": "plain_text", "text": "Enter new value" if action == "enter" else truncate(step.title, 24)},
         "submit": {"type": "plain_text", "text": "Save"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": blocks,
@@ -251,7 +255,11 @@ def not_posted_reply(channel: str | None, error: str) -> str:
 
 
 def starting_ack(kind: str, names: tuple[str, ...], app: str) -> str:
-    what = {"rotate": "the rotation of", "compromised": "the compromised-secret runbook for"}.get(kind, kind)
+    what = {
+        "rotate": "the rotation of",
+        "compromised": "the compromised-secret runbook for",
+        "lost": "the lost-secret runbook for",
+    }.get(kind, kind)
     return f"Starting {what} {', '.join(names)} on {app}…"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.runbook.steps import Runbook
 from runbooks.compromised import COMPROMISED
+from runbooks.lost import LOST
 from runbooks.rotate import ROTATE
 
-RUNBOOKS: dict[str, Runbook] = {runbook.name: runbook for runbook in (ROTATE, COMPROMISED)}
+RUNBOOKS: dict[str, Runbook] = {runbook.name: runbook for runbook in (ROTATE, COMPROMISED, LOST)}

@@ -30,7 +30,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 
 from handlers.http import SlackEndpoint
-from handlers.listeners import ENTER_ACTION_ID, STEP_ACTION_PATTERN
+from handlers.listeners import FORM_ACTION_PATTERN, STEP_ACTION_PATTERN
 from handlers.messages import VALUE_MODAL_CALLBACK
 
 SIGNING_SECRET = "5c1e0d9a7b3f4e2a8c6d1b0f9e7a3c5d"
@@ -130,7 +130,7 @@ def _bolt_app() -> AsyncApp:
     async def step_button(ack: AsyncAck, action: dict[str, Any]) -> None:
         await ack()
 
-    @app.action(ENTER_ACTION_ID)
+    @app.action(FORM_ACTION_PATTERN)
     async def enter_button(ack: AsyncAck, action: dict[str, Any]) -> None:
         await ack()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from handlers.listeners import ENTER_ACTION_ID, STEP_ACTION_PATTERN
+from handlers.listeners import FORM_ACTION_PATTERN, STEP_ACTION_PATTERN
 from handlers.messages import ACTION_PREFIX
 from bot.runbook.steps import StepKind
 from runbooks import RUNBOOKS
@@ -18,7 +18,7 @@ def test_every_step_action_has_listener() -> None:
         for step in runbook.steps:
             for action in step.actions:
                 action_id = ACTION_PREFIX + action.name
-                handled = STEP_ACTION_PATTERN.match(action_id) is not None or action_id == ENTER_ACTION_ID
+                handled = bool(STEP_ACTION_PATTERN.match(action_id) or FORM_ACTION_PATTERN.match(action_id))
                 assert handled, (runbook.name, step.kind, action.name)
 
 

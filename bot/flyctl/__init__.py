@@ -7,7 +7,7 @@ flyctl with values on standard input only and redacts all output it keeps.
 from bot.flyctl.client import FlyctlClient
 from bot.flyctl.importfile import encode_import, parse_import
 from bot.flyctl.runner import CommandResult
-from bot.flyctl.shapes import AppStatus, Check, FlySecret, Machine, Release
+from bot.flyctl.shapes import AppStatus, Check, FlySecret, LogLine, Machine, Release
 from bot.flyctl.verify import VerificationReport, check_health_url, evaluate_deployment, verify_deployment
 from bot.redact import Redactor
 
@@ -17,6 +17,7 @@ __all__ = [
     "CommandResult",
     "FlySecret",
     "FlyctlClient",
+    "LogLine",
     "Machine",
     "Redactor",
     "Release",

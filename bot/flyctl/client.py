@@ -11,7 +11,16 @@ from pathlib import Path
 from bot.errors import CommandError, ConfigError
 from bot.flyctl.importfile import encode_import
 from bot.flyctl.runner import DEFAULT_KILL_GRACE, CommandResult, Runner, build_env
-from bot.flyctl.shapes import AppStatus, FlySecret, Release, parse_releases, parse_secrets, parse_status
+from bot.flyctl.shapes import (
+    AppStatus,
+    FlySecret,
+    LogLine,
+    Release,
+    parse_logs,
+    parse_releases,
+    parse_secrets,
+    parse_status,
+)
 from bot.redact import Redactor
 
 logger = logging.getLogger(__name__)
@@ -126,6 +135,27 @@ class FlyctlClient:
             timeout=self.command_timeout,
         )
         return parse_releases(completed.raw_stdout, app=app)
+
+    async def recent_logs(self, app: str, *, limit: int = 50) -> list[LogLine]:
+        """Return the last `limit` lines that `flyctl logs --no-tail` prints, messages redacted.
+
+        Messages are written by the app and may echo its environment, so each one
+        passes through the redactor. flyctl decides how far back `--no-tail` reaches,
+        and `limit` only trims what it printed.
+        """
+        _check_app(app)
+        if limit < 1:
+            raise ValueError(f"limit must be 1 or more, got {limit}; pass how many of the newest lines to return")
+
+        # Without --no-tail, flyctl keeps streaming new lines until it is stopped.
+        completed = await self._runner.run(
+            ["logs", "--app", app, "--no-tail", "--json"],
+            app=app,
+            command="logs",
+            timeout=self.command_timeout,
+        )
+        lines = parse_logs(completed.raw_stdout, app=app)[-limit:]
+        return [dataclasses.replace(line, message=self.redactor.redact(line.message)) for line in lines]
 
     async def import_secrets(self, app: str, values: Mapping[str, str]) -> CommandResult:
         """Set secrets through `flyctl secrets import`, values on standard input only.

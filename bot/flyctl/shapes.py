@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import FlyctlOutputError
 
 logger = logging.getLogger(__name__)
+
+# JSON's insignificant whitespace, skipped between the objects `logs --json` prints.
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 # Values of `config.services[].autostop` that let Fly stop or suspend idle machines.
 # fly-go writes "off", "stop" or "suspend", and older configs carry a boolean.
@@ -69,6 +73,17 @@ class Release:
     version: int
     status: str
     created_at: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One entry of `logs --json`; `timestamp` is flyctl's RFC 3339 text."""
+
+    timestamp: str
+    region: str | None
+    instance: str | None
+    level: str | None
+    message: str
 
 
 class _Reader:
@@ -268,3 +283,45 @@ def parse_releases(text: str, *, app: str) -> list[Release]:
 
     logger.debug("parsed releases app=%s releases=%d", app, len(releases))
     return releases
+
+
+def _skip_whitespace(text: str, position: int) -> int:
+    match = _JSON_WHITESPACE.match(text, position)
+    return match.end() if match else position
+
+
+def parse_logs(text: str, *, app: str) -> list[LogLine]:
+    """Parse `logs --json`: one indented object per entry, in the order flyctl prints them.
+
+    flyctl renders each entry separately as indented JSON (`render.JSON` per entry in
+    internal/command/logs/logs.go), so the output is a run of objects with whitespace
+    between them, which `json.loads` rejects. Empty output means no recent log lines.
+    """
+    reader = _Reader(app=app, command="logs")
+    decoder = json.JSONDecoder()
+
+    lines: list[LogLine] = []
+    position = _skip_whitespace(text, 0)
+    while position < len(text):
+        where = f"entry {len(lines)}"
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            # The position is enough to debug; the text itself may hold secret material.
+            location = f"line {error.lineno} column {error.colno}"
+            raise reader.fail(where, f"is not JSON ({error.msg} at {location})") from None
+
+        entry = reader.object(value, where)
+        lines.append(
+            LogLine(
+                timestamp=reader.text(entry, "timestamp", where),
+                region=reader.optional_text(entry, "region", where),
+                instance=reader.optional_text(entry, "instance", where),
+                level=reader.optional_text(entry, "level", where),
+                message=reader.text(entry, "message", where),
+            )
+        )
+        position = _skip_whitespace(text, position)
+
+    logger.debug("parsed logs app=%s lines=%d", app, len(lines))
+    return lines

@@ -120,6 +120,12 @@ class StepContext:
                     )
                 )
 
+    async def pending_names(self) -> set[str]:
+        """Return the names that already have a new value waiting, without decrypting them."""
+        async with self.services.sessions() as session:
+            rows = await session.scalars(select(PendingValue.name).where(PendingValue.run_id == self.run.id))
+            return set(rows)
+
     async def load_values(self) -> dict[str, str]:
         async with self.services.sessions() as session:
             rows = list(await session.scalars(select(PendingValue).where(PendingValue.run_id == self.run.id)))

@@ -331,7 +331,7 @@ class Engine:
                 logger.info("entered values rejected run_id=%s step=%d user=%s secrets=%s",
                             run_id, position, user_id, ",".join(sorted(problems)))
                 return Invalid(problems)
-        entered = {item.name: (values or {})[item.name] for item in inputs}
+        entered = {item.name: (values or {})[item.name] for item in inputs if item.secret}
         # The values are stored in the same transaction as the decision, so only the
         # winner's values are kept, and a decision found after a restart has them.
         if not await self._record_decision(run_id, position, decision, values=entered):

@@ -70,6 +70,9 @@ class ValueInput:
 
     name: str
     hint: str | None = None
+    label: str | None = None
+    # A secret input is stored encrypted and never shown; other text (a review) is recorded.
+    secret: bool = True
 
 
 class StepKind(ABC):

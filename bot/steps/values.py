@@ -9,7 +9,7 @@ from bot.flyctl import encode_import
 from bot.generate import generate_value
 from bot.policy import Policy, SecretPolicy, Source, ValueFormat
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, Failed, StepKind, StepOutcome, ValueInput, Waiting
+from bot.runbook.steps import Action, Decision, Done, Failed, Skipped, StepKind, StepOutcome, ValueInput, Waiting
 from bot.runbook.views import RunView
 
 
@@ -39,6 +39,10 @@ class NewValues(StepKind):
     title = "Generate or enter the new value"
     actions = (Action("enter", "Enter the new value", "primary"),)
 
+    def __init__(self, *, require_listed: bool = True) -> None:
+        # A lost secret may have been unset on Fly, so that runbook does not require it.
+        self.require_listed = require_listed
+
     def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
         return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
 
@@ -66,9 +70,12 @@ class NewValues(StepKind):
                 "Set it for the bot and start a new rotation. Nothing was changed."
             )
 
+        if await ctx.pending_names() >= set(ctx.run.secret_names):
+            return Skipped("Not needed: the values restored from the backup are used.")
+
         listed = {secret.name for secret in await ctx.flyctl.list_secrets(ctx.run.app)}
         missing = [name for name in ctx.run.secret_names if name not in listed]
-        if missing:
+        if missing and self.require_listed:
             return Failed(
                 f"{', '.join(missing)} is not set on the Fly app {ctx.run.app}, so there is nothing to rotate. "
                 "Nothing was changed."

@@ -1,0 +1,69 @@
+"""Checking the bot's backups of a lost secret, and choosing to restore one or regenerate."""
+
+from __future__ import annotations
+
+from bot.backups import BackupRecord
+from bot.policy import Policy
+from bot.runbook.context import StepContext
+from bot.runbook.steps import Action, Decision, Done, StepKind, StepOutcome, Waiting
+from bot.runbook.views import RunView
+
+
+def describe_backup(record: BackupRecord, fly_digest: str | None) -> str:
+    when = f"{record.created_at:%Y-%m-%d %H:%M} UTC"
+    origin = f"run {record.run_id}" if record.run_id else "outside a run"
+    if fly_digest is None:
+        match = "the secret is not set on Fly now"
+    elif record.fly_digest is None:
+        match = "it was never confirmed deployed, so it cannot be compared with Fly's digest"
+    elif record.fly_digest == fly_digest:
+        match = "it matches the digest Fly reports now"
+    else:
+        match = "it does not match the digest Fly reports now"
+    return f"{record.name}: backup v{record.version} from {when} ({origin}, by {record.created_by}); {match}."
+
+
+class CheckBackups(StepKind):
+    kind = "backups"
+    title = "Check backups"
+    actions = (Action("restore", "Restore this backup to Fly", "primary"), Action("regenerate", "Regenerate"))
+
+    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
+
+    async def execute(self, ctx: StepContext) -> StepOutcome:
+        backups = ctx.services.backups
+        if not backups.enabled:
+            return Done("Backups are off (SECRETBOT_BACKUP_KEY is not set), so the value will be regenerated.")
+        fly_digests = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(ctx.run.app)}
+        lines = []
+        for name in ctx.run.secret_names:
+            record = await backups.latest(ctx.run.app, name)
+            if record is None:
+                return Done(f"No backup of {name} exists, so the value will be regenerated.")
+            lines.append(describe_backup(record, fly_digests.get(name)))
+        await ctx.audit("backup.checked", found=lines)
+        lines.append("Restore the backup (a secret unset or overwritten by mistake), or regenerate the value "
+                     "(a value that may be known to someone else).")
+        return Waiting(prompt="\n".join(lines), allowed_users=self.allowed_users(ctx.run, ctx.policy))
+
+    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
+        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
+            return "Only the requester or an approver can choose."
+        return None
+
+    async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
+        if decision.action != "restore":
+            return Done("Regenerate chosen")
+        backups = ctx.services.backups
+        restored = {}
+        versions = []
+        for name in ctx.run.secret_names:
+            record = await backups.latest(ctx.run.app, name)
+            if record is None:
+                return Done(f"Regenerate: the backup of {name} is gone")
+            restored[name] = await backups.value(ctx.run.app, name, record.version)
+            versions.append(f"{name} v{record.version}")
+        await ctx.store_values(restored)
+        await ctx.audit("backup.restore_chosen", actor=decision.user_id, versions=versions)
+        return Done(f"Restore chosen: {', '.join(versions)}")
