@@ -46,7 +46,7 @@ _SLACK_KEYS = {"channel", "approvers", "security_channel", "compromised_requires
 _FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
 _SECRET_KEYS = {
     "priority", "source", "format", "length", "external", "instructions", "value_pattern", "allow_whitespace",
-    "revoke_instructions",
+    "revoke_instructions", "paired_with",
 }
 _BACKUPS_KEYS = {"s3"}
 _BACKUPS_S3_KEYS = {"endpoint_url", "bucket", "prefix", "region"}
@@ -136,6 +136,9 @@ def load_policy(path: Path, *, required: bool = False) -> Policy:
     fly = _read_fly(reader, reader.table(raw, "fly", "fly"))
     secrets = dict(BUILTIN_SECRETS)
     secrets.update(_read_secrets(reader, reader.table(raw, "secrets", "secrets")))
+    for secret in secrets.values():
+        if secret.paired_with is not None and secret.paired_with not in secrets:
+            raise reader.fail(f"secrets.{secret.name}.paired_with", f"{secret.paired_with!r} is not a known secret")
     backups = _read_backups(reader, reader.table(raw, "backups", "backups"))
     return Policy(slack=slack, fly=fly, secrets=secrets, source_path=str(path), backups=backups)
 
@@ -254,6 +257,11 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
     revoke_instructions = builtin.revoke_instructions if builtin else None
     if "revoke_instructions" in entry:
         revoke_instructions = reader.string(entry["revoke_instructions"], f"{prefix}.revoke_instructions")
+    paired_with = builtin.paired_with if builtin else None
+    if "paired_with" in entry:
+        paired_with = reader.string(entry["paired_with"], f"{prefix}.paired_with")
+        if paired_with == name:
+            raise reader.fail(f"{prefix}.paired_with", "a secret cannot be paired with itself")
     allow_whitespace = builtin.allow_whitespace if builtin else False
     if "allow_whitespace" in entry:
         if not isinstance(entry["allow_whitespace"], bool):
@@ -271,6 +279,7 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
         value_pattern=value_pattern,
         allow_whitespace=allow_whitespace,
         revoke_instructions=revoke_instructions,
+        paired_with=paired_with,
     )
 
 

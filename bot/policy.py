@@ -7,7 +7,7 @@ of it; `bot.config` reads that file into these types.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 # Fly.io accepts letters, digits and underscores in secret names; a leading digit is
@@ -59,6 +59,9 @@ class SecretPolicy:
     allow_whitespace: bool = False
     # How to revoke the old value at its source when it leaks (provider secrets).
     revoke_instructions: str | None = None
+    # A secret that changes together with this one (a key ID and its key), so a command
+    # naming one runs both in one flyctl call and one restart.
+    paired_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,69 +134,73 @@ def _provider(name: str, priority: Priority, external: str, instructions: str, r
     )
 
 
+_BUILTIN_LIST = (
+    # 64 random bytes: well above the 256 bits an HMAC-SHA256 signing key needs.
+    _generated("JWT_SECRET", Priority.HIGH, ValueFormat.BASE64URL, 64),
+    # 32 bytes as 64 hex characters, the usual encoding of an AES-256 key.
+    _generated("ENCRYPTION_KEY", Priority.HIGH, ValueFormat.HEX, 32),
+    _provider(
+        "SUPABASE_SERVICE_ROLE_KEY",
+        Priority.HIGH,
+        "Supabase",
+        "Create a new secret key in the Supabase dashboard (Project Settings, API keys); "
+        "delete the old one once its last use is older than the deploy.",
+        "Delete the leaked secret key in the Supabase dashboard (Project Settings, API keys). A legacy "
+        "service_role JWT can only be revoked by rotating the project's JWT secret.",
+    ),
+    _provider(
+        "OPENAI_API_KEY",
+        Priority.MEDIUM,
+        "OpenAI",
+        "Create a key for a new project service account; delete the old service account "
+        "after the new key is verified.",
+        "Delete the leaked key, or its service account, in the OpenAI dashboard now: leaked keys are "
+        "abused within minutes.",
+    ),
+    _provider(
+        "B2_APPLICATION_KEY",
+        Priority.MEDIUM,
+        "Backblaze B2",
+        "Create a key with the same capabilities, bucket and prefix; the key ID changes "
+        "with it, so rotate B2_APPLICATION_KEY_ID in the same run.",
+        "Delete the leaked application key in the Backblaze B2 console (App Keys); its key ID goes with it.",
+    ),
+    _provider(
+        "WAHA_API_KEY",
+        Priority.MEDIUM,
+        "WAHA server",
+        "Set the new key on the WAHA server (as sha512:{hash}) before Fly is updated.",
+        "Replace the key on the WAHA server; the old key stops working when WAHA restarts with the new one.",
+    ),
+    _provider(
+        "HOTEL_MANAGEMENT_API_KEY",
+        Priority.MEDIUM,
+        "Hotel management vendor console",
+        "Issue a new key in the vendor console; revoke the old one after verification.",
+        "Revoke the key in the vendor console, or ask the vendor to revoke it.",
+    ),
+    _provider(
+        "WAHA_TOKEN",
+        Priority.LOW,
+        "WAHA",
+        "Issue a new token where the current one came from.",
+        "Revoke the token where it was issued.",
+    ),
+    _generated("WAHA_WEBHOOK_TOKEN", Priority.LOW, ValueFormat.BASE64URL, 32),
+    _provider(
+        "B2_APPLICATION_KEY_ID",
+        Priority.LOW,
+        "Backblaze B2",
+        "The key ID comes with a new application key; rotate it together with B2_APPLICATION_KEY.",
+        "Delete the application key in the Backblaze B2 console; the ID is revoked with it.",
+    ),
+)
+
+
+# A Backblaze B2 key ID and its key are issued together and must change together.
+_PAIRS = {"B2_APPLICATION_KEY": "B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY_ID": "B2_APPLICATION_KEY"}
 BUILTIN_SECRETS: dict[str, SecretPolicy] = {
-    policy.name: policy
-    for policy in (
-        # 64 random bytes: well above the 256 bits an HMAC-SHA256 signing key needs.
-        _generated("JWT_SECRET", Priority.HIGH, ValueFormat.BASE64URL, 64),
-        # 32 bytes as 64 hex characters, the usual encoding of an AES-256 key.
-        _generated("ENCRYPTION_KEY", Priority.HIGH, ValueFormat.HEX, 32),
-        _provider(
-            "SUPABASE_SERVICE_ROLE_KEY",
-            Priority.HIGH,
-            "Supabase",
-            "Create a new secret key in the Supabase dashboard (Project Settings, API keys); "
-            "delete the old one once its last use is older than the deploy.",
-            "Delete the leaked secret key in the Supabase dashboard (Project Settings, API keys). A legacy "
-            "service_role JWT can only be revoked by rotating the project's JWT secret.",
-        ),
-        _provider(
-            "OPENAI_API_KEY",
-            Priority.MEDIUM,
-            "OpenAI",
-            "Create a key for a new project service account; delete the old service account "
-            "after the new key is verified.",
-            "Delete the leaked key, or its service account, in the OpenAI dashboard now: leaked keys are "
-            "abused within minutes.",
-        ),
-        _provider(
-            "B2_APPLICATION_KEY",
-            Priority.MEDIUM,
-            "Backblaze B2",
-            "Create a key with the same capabilities, bucket and prefix; the key ID changes "
-            "with it, so rotate B2_APPLICATION_KEY_ID in the same run.",
-            "Delete the leaked application key in the Backblaze B2 console (App Keys); its key ID goes with it.",
-        ),
-        _provider(
-            "WAHA_API_KEY",
-            Priority.MEDIUM,
-            "WAHA server",
-            "Set the new key on the WAHA server (as sha512:{hash}) before Fly is updated.",
-            "Replace the key on the WAHA server; the old key stops working when WAHA restarts with the new one.",
-        ),
-        _provider(
-            "HOTEL_MANAGEMENT_API_KEY",
-            Priority.MEDIUM,
-            "Hotel management vendor console",
-            "Issue a new key in the vendor console; revoke the old one after verification.",
-            "Revoke the key in the vendor console, or ask the vendor to revoke it.",
-        ),
-        _provider(
-            "WAHA_TOKEN",
-            Priority.LOW,
-            "WAHA",
-            "Issue a new token where the current one came from.",
-            "Revoke the token where it was issued.",
-        ),
-        _generated("WAHA_WEBHOOK_TOKEN", Priority.LOW, ValueFormat.BASE64URL, 32),
-        _provider(
-            "B2_APPLICATION_KEY_ID",
-            Priority.LOW,
-            "Backblaze B2",
-            "The key ID comes with a new application key; rotate it together with B2_APPLICATION_KEY.",
-            "Delete the application key in the Backblaze B2 console; the ID is revoked with it.",
-        ),
-    )
+    policy.name: replace(policy, paired_with=_PAIRS.get(policy.name)) for policy in _BUILTIN_LIST
 }
 
 

@@ -143,6 +143,11 @@ def _parse_rotate(tokens: list[str], policy: Policy, *, kind: str = "rotate") ->
 
     if not names:
         raise _usage_error("Name at least one secret.", usage)
+    for name in list(names):
+        # A key ID and its key change together, in one flyctl call and one restart.
+        partner = policy.secrets[name].paired_with
+        if partner is not None and partner not in names:
+            names.append(partner)
     if len(names) > MAX_SECRETS_PER_RUN:
         raise _usage_error(f"At most {MAX_SECRETS_PER_RUN} secrets can be rotated in one run, got {len(names)}.", usage)
     reason = " ".join(reason_tokens) or None

@@ -18,8 +18,9 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import CommandError
+from bot.errors import CommandError, SecretbotError
 from bot.policy import Policy
+from bot.runbook.views import RunView
 from bot.runbook.engine import Accepted, AlreadyDecided, AlreadyOpen, Engine, Invalid, Rejected
 from handlers import messages
 from handlers.command_text import CancelCommand, HelpCommand, RotateCommand, help_text, parse_command
@@ -31,6 +32,7 @@ STEP_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(approve|deny|done|
 # These buttons open a form instead of deciding at once.
 FORM_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(enter|review)$")
 _VALUE_PATTERN = re.compile(r"^([0-9a-f]{12}):([0-9]{1,3})$")
+_RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}\Z")
 
 
 def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackObserver) -> None:
@@ -158,10 +160,66 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         else:
             await ack()
 
+    @app.action(messages.ROLLBACK_ACTION_ID)
+    async def rollback_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                              respond: AsyncRespond) -> None:
+        await ack()
+        checked = await _recovery_target(body, action, engine=engine, policy=policy)
+        if isinstance(checked, str):
+            await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(checked))
+            return
+        run, user_id = checked
+        result = await engine.start_run(kind="rollback", app=run.app, secret_names=run.secret_names,
+                                        requester=user_id, reason=f"roll back after run {run.id} failed verification")
+        if isinstance(result, AlreadyOpen):
+            link = await observer.permalink(result.run_id)
+            await respond(response_type="ephemeral", replace_original=False,
+                          text=messages.already_open_reply(result.secret, run.app, link))
+            return
+        link = await observer.permalink(result.run.id)
+        await observer.reply(run.id, messages.rollback_started_reply(user_id, link))
+        await respond(response_type="ephemeral", replace_original=False, text=messages.started_reply(result.run, link))
+
+    @app.action(messages.LOGS_ACTION_ID)
+    async def logs_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        checked = await _recovery_target(body, action, engine=engine, policy=policy)
+        if isinstance(checked, str):
+            await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(checked))
+            return
+        run, user_id = checked
+        try:
+            lines = await engine.services.flyctl.recent_logs(run.app, limit=30)
+        except SecretbotError as exc:
+            logger.warning("reading logs failed run_id=%s app=%s error=%s", run.id, run.app, exc)
+            await respond(response_type="ephemeral", replace_original=False,
+                          text=messages.rejected_reply(f"the logs could not be read: {exc}"))
+            return
+        shown = [f"{line.timestamp} {line.instance or '-'} {line.level or '-'} {line.message}" for line in lines]
+        await observer.reply(run.id, messages.logs_reply(run.app, shown))
+        logger.info("logs shown run_id=%s app=%s user=%s lines=%d", run.id, run.app, user_id, len(shown))
+
     @app.event("app_home_opened")
     async def home_opened(event: dict[str, Any]) -> None:
         # Subscribed for the Home tab dashboard. Returning 200 keeps Slack from retrying the event.
         logger.debug("app_home_opened user=%s", event.get("user"))
+
+
+async def _recovery_target(
+    body: dict[str, Any], action: dict[str, Any], *, engine: Engine, policy: Policy
+) -> tuple[RunView, str] | str:
+    """Return the failed run behind a Roll back or Show logs button and the clicker, or why not."""
+    user = body.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    run_id = str(action.get("value", ""))
+    if not isinstance(user_id, str) or not _RUN_ID_PATTERN.match(run_id):
+        return "this button is not recognised"
+    run = await engine.get_run(run_id)
+    if run is None or not messages.offers_recovery(run):
+        return f"run {run_id} did not fail verification, so there is nothing to roll back"
+    if user_id not in (run.requester, *policy.slack.approvers):
+        return "only the requester or an approver can do this"
+    return run, user_id
 
 
 async def _start_rotation(

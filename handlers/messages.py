@@ -120,7 +120,44 @@ def parent_message(run: RunView) -> tuple[str, list[dict[str, Any]]]:
             blocks.append(context("Can answer: " + ", ".join(mention(user) for user in waiting.allowed_users)))
     if run.finished and run.outcome:
         blocks.append(section(f"*Outcome:* {escape(truncate(run.outcome, 2500))}"))
+    if offers_recovery(run):
+        blocks.append(recovery_buttons(run))
     return text, blocks[:BLOCKS_PER_MESSAGE]
+
+
+ROLLBACK_ACTION_ID = "run_rollback"
+LOGS_ACTION_ID = "run_logs"
+
+
+def offers_recovery(run: RunView) -> bool:
+    """Return whether a run failed after changing Fly, so rollback and logs are offered."""
+    failed_step = run.steps[run.current_step] if run.steps else None
+    return (
+        run.status == "failed"
+        and run.kind != "rollback"
+        and failed_step is not None
+        and failed_step.kind == "verify"
+    )
+
+
+def recovery_buttons(run: RunView) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "block_id": f"recovery:{run.id}:{time.monotonic_ns()}",
+        "elements": [
+            {"type": "button", "action_id": ROLLBACK_ACTION_ID, "style": "danger", "value": run.id,
+             "text": {"type": "plain_text", "text": "Roll back"}},
+            {"type": "button", "action_id": LOGS_ACTION_ID, "value": run.id,
+             "text": {"type": "plain_text", "text": "Show logs"}},
+        ],
+    }
+
+
+def logs_reply(app: str, lines: list[str]) -> str:
+    if not lines:
+        return f"No recent log lines from {escape(app)}."
+    return truncate(f"Recent log lines from {escape(app)} (known values redacted):\n" + code_block("\n".join(lines), 3500),
+                    TEXT_LIMIT)
 
 
 def action_buttons(run: RunView, step: StepView) -> dict[str, Any]:
@@ -259,6 +296,7 @@ def starting_ack(kind: str, names: tuple[str, ...], app: str) -> str:
         "rotate": "the rotation of",
         "compromised": "the compromised-secret runbook for",
         "lost": "the lost-secret runbook for",
+        "rollback": "the rollback of",
     }.get(kind, kind)
     return f"Starting {what} {', '.join(names)} on {app}…"
 
@@ -288,6 +326,11 @@ def already_open_reply(secret: str, app: str, permalink: str | None) -> str:
 def already_decided_reply(user_id: str, action: str, decided_at: datetime) -> str:
     verb = DECISION_VERBS.get(action, action)
     return f"This step was already {verb} by {mention(user_id)} at {decided_at:%Y-%m-%d %H:%M:%S} UTC."
+
+
+def rollback_started_reply(user_id: str, permalink: str | None) -> str:
+    where = f" <{permalink}|Follow the rollback>." if permalink else ""
+    return f"{mention(user_id)} started a rollback to the last verified value.{where}"
 
 
 def rejected_reply(reason: str) -> str:

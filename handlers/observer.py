@@ -121,6 +121,10 @@ class SlackObserver:
             if run.finished:
                 self._locks.pop(run_id, None)
 
+    async def reply(self, run_id: str, text: str) -> None:
+        """Post a reply in a run's thread, for events that are not step changes."""
+        await self._reply(run_id, text)
+
     async def _reply(self, run_id: str, text: str) -> None:
         thread = await self.thread_of(run_id)
         if thread is None:

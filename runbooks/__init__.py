@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.runbook.steps import Runbook
 from runbooks.compromised import COMPROMISED
 from runbooks.lost import LOST
+from runbooks.rollback import ROLLBACK
 from runbooks.rotate import ROTATE
 
-RUNBOOKS: dict[str, Runbook] = {runbook.name: runbook for runbook in (ROTATE, COMPROMISED, LOST)}
+RUNBOOKS: dict[str, Runbook] = {runbook.name: runbook for runbook in (ROTATE, COMPROMISED, LOST, ROLLBACK)}

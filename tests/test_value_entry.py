@@ -89,3 +89,26 @@ async def test_bystander_cannot_enter_value(driver: SlackDriver, slack: SlackSta
                                      for text in response_texts(slack, BYSTANDER)),
                          description="bystander refused")
     assert slack.views(BYSTANDER) == []
+
+
+async def test_b2_pair_entered_together(
+    bot: BotProcess, driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path
+) -> None:
+    fly.set_secret(APP, "B2_APPLICATION_KEY_ID", "0014old0000000000000001")
+    fly.set_secret(APP, "B2_APPLICATION_KEY", "K001oldapplicationkey")
+    ack = await driver.slash_command("rotate B2_APPLICATION_KEY", user_id=REQUESTER, channel_id=CHANNEL)
+    assert "B2_APPLICATION_KEY, B2_APPLICATION_KEY_ID" in ack.text
+    parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
+    parent = await wait_for_buttons(slack, parent, "step_enter")
+    view = await open_form(driver, slack, parent, REQUESTER)
+    response = await driver.submit_view(view_id=view.id, user_id=REQUESTER, values={
+        "value:B2_APPLICATION_KEY_ID": {"value": "0014new0000000000000002"},
+        "value:B2_APPLICATION_KEY": {"value": "K001newapplicationkey"},
+    })
+    assert response.status == 200
+    await wait_for_status(slack, parent, "done", timeout=60)
+    assert fly.secret_value(APP, "B2_APPLICATION_KEY_ID") == "0014new0000000000000002"
+    assert fly.secret_value(APP, "B2_APPLICATION_KEY") == "K001newapplicationkey"
+    imports = [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
+    assert len(imports) == 1

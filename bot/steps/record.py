@@ -15,7 +15,7 @@ class RecordRotation(StepKind):
         approver = approvals[0] if approvals else None
         for secret in ctx.run.secrets:
             await ctx.audit(
-                "secret.rotated",
+                "secret.rolled_back" if ctx.run.kind == "rollback" else "secret.rotated",
                 actor=ctx.run.requester,
                 secret=secret.name,
                 requested_by=ctx.run.requester,
@@ -24,7 +24,7 @@ class RecordRotation(StepKind):
                 reason=ctx.run.reason,
                 digest_before=secret.digest_before,
                 digest_after=secret.digest_after,
-                outcome="rotated",
+                outcome="rolled back" if ctx.run.kind == "rollback" else "rotated",
             )
         names = ", ".join(ctx.run.secret_names)
         return Done(f"Audit record written: {names} on {ctx.run.app} rotated, digests recorded.")
