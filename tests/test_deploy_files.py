@@ -679,7 +679,9 @@ def test_example_config_sets_every_key() -> None:
     assert set(data["fly"]) == {
         "apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls",
     }
-    assert secret_keys == {"priority", "source", "format", "length", "external", "instructions"}
+    assert secret_keys == {
+        "priority", "source", "format", "length", "external", "instructions", "value_pattern", "revoke_instructions",
+    }
 
 
 def test_example_config_loads() -> None:
