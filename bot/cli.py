@@ -105,5 +105,37 @@ def pending_show(run_id: str, name: str, yes: bool) -> None:
 main.add_command(backup)
 
 
+@main.group()
+def audit() -> None:
+    """The append-only audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; exit 1 at the first record that does not match."""
+    from bot.audit import verify_chain
+    from bot.storage.db import create_engine, create_session_factory
+
+    async def run() -> tuple[int, int | None]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await verify_chain(create_session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        settings = load_settings()
+        configure_logging("WARNING")
+        checked, bad = asyncio.run(run())
+    except SecretbotError as exc:
+        click.echo(f"secretbot: {exc}", err=True)
+        sys.exit(2)
+    if bad is not None:
+        click.echo(f"audit log broken at record {bad}: its hash does not follow from the {checked} records before it",
+                   err=True)
+        sys.exit(1)
+    click.echo(f"audit log intact: {checked} records")
+
+
 if __name__ == "__main__":
     main()

@@ -87,7 +87,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             await respond(response_type="ephemeral", replace_original=False,
                           text=messages.already_decided_reply(result.user_id, result.action, result.decided_at))
         elif isinstance(result, Invalid):
-            # Buttons carry no values; only the value form gets this answer.
+            # Buttons carry no values, so only the value form receives this result.
             await respond(response_type="ephemeral", replace_original=False,
                           text=messages.rejected_reply("; ".join(result.problems.values())))
         else:
@@ -145,8 +145,8 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             await ack()
             return
 
-        # Validation and storage take milliseconds; the answer must reach Slack within 3 s
-        # because inline errors can only be shown in the acknowledgement.
+        # Validation and storage take milliseconds. The acknowledgement must reach Slack within
+        # 3 s, and inline errors can only be shown in it.
         result = await engine.submit(run_id=run_id, position=position, action=str(metadata.get("action", "enter")),
                                      user_id=user_id, values=entered)
         if isinstance(result, Invalid):

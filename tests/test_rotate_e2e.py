@@ -174,3 +174,29 @@ async def test_health_url_failure_fails_verification(
     assert line.startswith(":x:")
     assert "503" in line
     assert hits
+
+
+async def test_audit_verify_detects_tampering(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
+    import sqlite3
+    import sys
+
+    await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+    await bot.stop_async()
+    command = [str(Path(sys.executable).parent / "secretbot"), "audit", "verify"]
+
+    intact = await asyncio.create_subprocess_exec(*command, cwd=bot.workdir, env=bot.environment(),
+                                                  stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await intact.communicate()
+    assert intact.returncode == 0
+    assert "audit log intact" in out.decode()
+
+    connection = sqlite3.connect(bot.database_path)
+    connection.execute("UPDATE audit_log SET actor = 'U0EVIL' WHERE id = 1")
+    connection.commit()
+    connection.close()
+    broken = await asyncio.create_subprocess_exec(*command, cwd=bot.workdir, env=bot.environment(),
+                                                  stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await broken.communicate()
+    assert broken.returncode == 1
+    assert "broken at record 1" in err.decode()

@@ -133,7 +133,7 @@ class Engine:
 
         view = await self.require_run(run_id)
         if await self._notify(self.observer.run_created, view) is not True:
-            # Nobody could approve or follow a run that is shown nowhere.
+            # A run that is shown nowhere cannot be approved or followed.
             await self._finish(run_id, position=0, outcome=Failed(
                 "the run could not be posted for approval, so it was stopped before any change"))
             return Started(await self.require_run(run_id))
@@ -280,14 +280,14 @@ class Engine:
     ) -> SubmitResult:
         """Record a decision on a waiting step if the user is allowed to make it and no decision came first.
 
-        The decision takes effect in the background, so a front end can answer at once.
+        The decision takes effect in the background, so a front end can respond at once.
         """
         with self._tracked():
             return await self._submit(run_id=run_id, position=position, action=action, user_id=user_id,
                                       values=values)
 
     async def check_answer(self, *, run_id: str, position: int, user_id: str) -> tuple[RunView, StepKind] | Rejected:
-        """Return the run and step kind if `user_id` may answer the waiting step, else why not."""
+        """Return the run and step kind if `user_id` may decide the waiting step, or the reason they may not."""
         view = await self.get_run(run_id)
         if view is None or not 0 <= position < len(view.steps):
             return Rejected(f"run {run_id} has no step {position}")

@@ -19,7 +19,7 @@ class ExternalUpdate(StepKind):
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         # A provider-issued value already lives at its provider, whose instructions were
-        # shown when it was entered; only a value the bot made must be copied elsewhere.
+        # shown when it was entered. Only a value the bot made must be copied elsewhere.
         todo = [
             ctx.policy.secrets[name]
             for name in ctx.run.secret_names
