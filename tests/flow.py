@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +96,25 @@ def parent_step_lines(message: Message) -> list[str]:
         if lines and all(line.startswith(":") for line in lines) and len(lines) >= 3:
             return lines
     raise AssertionError(f"no checklist in message {message.ts}: {message.blocks!r}")
+
+
+@contextlib.asynccontextmanager
+async def watch_command_lines() -> AsyncIterator[set[str]]:
+    """Collect the command line of every process seen while the block runs."""
+    seen: set[str] = set()
+
+    async def poll() -> None:
+        while True:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    with contextlib.suppress(OSError):
+                        seen.add(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(poll())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

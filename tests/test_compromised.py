@@ -3,7 +3,10 @@ revocation at the source, the new value, and the incident record."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from tests.flow import (
     slack_traffic,
     thread_texts,
     wait_for_buttons,
+    watch_command_lines,
     wait_for_parent,
     wait_for_status,
 )
@@ -30,12 +34,14 @@ SECURITY = "C0SECURITY"
 CONFIG = DEFAULT_CONFIG.replace('approvers = ["U0AAA", "U0BBB"]',
                                 f'approvers = ["U0AAA", "U0BBB"]\nsecurity_channel = "{SECURITY}"')
 NEW_KEY = "sk-proj-replacement-key-0123456789"
+BACKUP_KEY = base64.b64encode(bytes(range(200, 232))).decode()
 
 
 @pytest.fixture
 async def incident_bot(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> AsyncIterator[BotProcess]:
     slack.add_channel(SECURITY)
-    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, config=CONFIG)
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, config=CONFIG,
+                         extra_env={"SECRETBOT_BACKUP_KEY": BACKUP_KEY})
     await process.start()
     try:
         yield process
@@ -68,11 +74,14 @@ async def test_compromised_provider_key_to_incident(
     parent = await wait_for_buttons(slack, parent, "step_enter")
     await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=APPROVER)
     view = await slack.wait_for(lambda: next(iter(slack.views(APPROVER)), None), description="value form")
-    response = await driver.submit_view(view_id=view.id, user_id=APPROVER,
-                                        values={"value:OPENAI_API_KEY": {"value": NEW_KEY}})
-    assert response.status == 200
-
-    parent = await wait_for_status(slack, parent, "done", timeout=60)
+    fly.set_delay(0.3)
+    async with watch_command_lines() as command_lines:
+        response = await driver.submit_view(view_id=view.id, user_id=APPROVER,
+                                            values={"value:OPENAI_API_KEY": {"value": NEW_KEY}})
+        assert response.status == 200
+        parent = await wait_for_status(slack, parent, "done", timeout=60)
+    assert any("secrets import" in line for line in command_lines)
+    assert not [line for line in command_lines if NEW_KEY in line]
     assert fly.secret_value(APP, "OPENAI_API_KEY") == NEW_KEY
     assert all(line.startswith((":white_check_mark:", ":heavy_minus_sign:")) for line in parent_step_lines(parent))
 
@@ -93,6 +102,15 @@ async def test_compromised_provider_key_to_incident(
     assert NEW_KEY not in slack_traffic(slack)
     assert NEW_KEY not in incident_bot.log()
     assert NEW_KEY.encode() not in database_bytes(incident_bot.database_path)
+
+    # The backup decrypts to the exact bytes entered.
+    shown = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "secretbot"), "backup", "show", APP, "OPENAI_API_KEY", "--yes",
+        "--no-newline", cwd=incident_bot.workdir, env=incident_bot.environment(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(shown.communicate(), timeout=30)
+    assert shown.returncode == 0, stderr.decode()
+    assert stdout.decode() == NEW_KEY
 
 
 async def test_compromised_generated_secret_needs_no_clicks(

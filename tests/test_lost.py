@@ -13,6 +13,8 @@ from tests.botprocess import SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, REQUESTER
 from tests.flow import (
     CHANNEL,
+    database_bytes,
+    slack_traffic,
     parent_step_lines,
     query,
     wait_for_buttons,
@@ -46,21 +48,22 @@ async def run_to_button(driver: SlackDriver, slack: SlackStandin, text: str, ind
 
 async def test_lost_secret_restored_from_backup(keyed_bot: BotProcess, slack: SlackStandin, fly: FlyState) -> None:
     driver = SlackDriver(bot_url=keyed_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
-    await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    await driver.slash_command("rotate ENCRYPTION_KEY", user_id=REQUESTER, channel_id=CHANNEL)
     first = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
     await driver.click(channel=CHANNEL, ts=first.ts, action_id="step_approve", user_id=APPROVER)
     await wait_for_status(slack, first, "done", timeout=60)
-    good_value = fly.secret_value(APP, "JWT_SECRET")
+    good_value = fly.secret_value(APP, "ENCRYPTION_KEY")
 
     # Someone overwrites the secret by hand.
-    fly.set_secret(APP, "JWT_SECRET", "overwritten-by-mistake")
+    fly.set_secret(APP, "ENCRYPTION_KEY", "overwritten-by-mistake")
+    assert good_value is not None
 
-    parent = await run_to_button(driver, slack, "lost JWT_SECRET", 1, "step_restore")
+    parent = await run_to_button(driver, slack, "lost ENCRYPTION_KEY", 1, "step_restore")
     assert "does not match the digest Fly reports now" in json.dumps(parent.blocks)
     await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_restore", user_id=APPROVER)
 
     parent = await wait_for_buttons(slack, parent, "step_review", timeout=60)
-    assert fly.secret_value(APP, "JWT_SECRET") == good_value
+    assert fly.secret_value(APP, "ENCRYPTION_KEY") == good_value
     lines = parent_step_lines(parent)
     assert lines[2].startswith(":heavy_minus_sign:")
     assert lines[4].startswith(":white_check_mark:")
@@ -79,13 +82,18 @@ async def test_lost_secret_restored_from_backup(keyed_bot: BotProcess, slack: Sl
     versions = query(keyed_bot.database_path, "SELECT version FROM backups ORDER BY version")
     assert [row["version"] for row in versions] == [1, 2]
 
+    await keyed_bot.stop_async()
+    assert good_value not in slack_traffic(slack)
+    assert good_value not in keyed_bot.log()
+    assert good_value.encode() not in database_bytes(keyed_bot.database_path)
+
 
 async def test_lost_secret_without_backup_is_regenerated(
     keyed_bot: BotProcess, slack: SlackStandin, fly: FlyState
 ) -> None:
     driver = SlackDriver(bot_url=keyed_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
-    parent = await run_to_button(driver, slack, "lost ENCRYPTION_KEY", 0, "step_review")
+    parent = await run_to_button(driver, slack, "lost JWT_SECRET", 0, "step_review")
     lines = parent_step_lines(parent)
-    assert "No backup of ENCRYPTION_KEY" in lines[1]
+    assert "No backup of JWT_SECRET" in lines[1]
     assert lines[2].startswith(":white_check_mark:")
-    assert fly.secret_value(APP, "ENCRYPTION_KEY") != "00" * 32
+    assert fly.secret_value(APP, "JWT_SECRET") != "old-jwt-secret-value"

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.botprocess import BOT_TOKEN, FLY_TOKEN, SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, REQUESTER
 from tests.flow import (
     CHANNEL,
+    watch_command_lines,
     database_bytes,
     parent_step_lines,
     query,
@@ -28,28 +26,6 @@ from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_driver import SlackDriver
 
 OLD_VALUE = "old-jwt-secret-value"
-
-
-@contextlib.asynccontextmanager
-async def watch_command_lines() -> AsyncIterator[set[str]]:
-    """Collect the command line of every process seen while the block runs."""
-    seen: set[str] = set()
-
-    async def poll() -> None:
-        while True:
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    with contextlib.suppress(OSError):
-                        seen.add(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            await asyncio.sleep(0.02)
-
-    task = asyncio.create_task(poll())
-    try:
-        yield seen
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_rotation_end_to_end(

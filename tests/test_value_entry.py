@@ -112,3 +112,8 @@ async def test_b2_pair_entered_together(
     assert fly.secret_value(APP, "B2_APPLICATION_KEY") == "K001newapplicationkey"
     imports = [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
     assert len(imports) == 1
+    await bot.stop_async()
+    for value in ("0014new0000000000000002", "K001newapplicationkey"):
+        assert value not in slack_traffic(slack)
+        assert value not in bot.log()
+        assert value.encode() not in database_bytes(bot.database_path)
