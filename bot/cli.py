@@ -10,7 +10,7 @@ import click
 
 from bot.cli_backup import backup
 from bot.config import load_policy
-from bot.errors import SecretbotError
+from bot.errors import ConfigError, SecretbotError
 from bot.settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def pending_show(run_id: str, name: str, yes: bool) -> None:
     try:
         settings = load_settings()
         configure_logging("WARNING")
+        if not settings.backup_key:
+            raise ConfigError("SECRETBOT_BACKUP_KEY is not set in this shell; use the same key as the running bot")
         if not yes:
             click.confirm(f"Print the new value of {name} for run {run_id} to this terminal?", abort=True)
         value = asyncio.run(show_pending_value(settings, run_id=run_id, name=name))

@@ -39,6 +39,15 @@ _SLACK_TOKEN = re.compile(r"\b(?:xox[a-z]|xapp)-[A-Za-z0-9-]+")
 _FLY_TOKEN = re.compile(r"\bFlyV1\s+[A-Za-z0-9+/=_,-]+")
 _FLY_MACAROON = re.compile(r"\bfm[12]_[A-Za-z0-9+/=_,-]+")
 _BEARER_TOKEN = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# Provider key shapes that the run rule below can miss because they are short or read as
+# words: OpenAI-style "sk-…", GitHub and GitLab tokens, Supabase "sb_secret_…" keys,
+# Backblaze B2 application keys ("K00…") and JSON Web Tokens.
+_PROVIDER_KEY = re.compile(
+    r"\b(?:sk|rk)-[A-Za-z0-9_-]{16,}"
+    r"|\b(?:ghp|gho|ghu|ghs|ghr|github_pat|glpat|sb_secret)_[A-Za-z0-9_]{16,}"
+    r"|\bK00[0-9][A-Za-z0-9+/]{20,}"
+    r"|\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+)
 # A run right after "." is the host-and-path part of a URL ("api.machines.dev/v1/apps/…"),
 # which flyctl prints in API errors; the lookbehind leaves it alone.
 _KEY_RUN = re.compile(r"(?<![A-Za-z0-9+/_.-])[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_KEY_RUN)
@@ -98,4 +107,5 @@ class Redactor:
         text = _FLY_TOKEN.sub("FlyV1 " + MASK, text)
         text = _FLY_MACAROON.sub(MASK, text)
         text = _BEARER_TOKEN.sub(lambda match: f"{match.group(1)} {MASK}", text)
+        text = _PROVIDER_KEY.sub(MASK, text)
         return _KEY_RUN.sub(_mask_key_run, text)

@@ -169,6 +169,11 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(checked))
             return
         run, user_id = checked
+        missing = await _names_without_verified_backup(engine, run)
+        if missing:
+            await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(
+                f"no backup of {', '.join(missing)} was ever verified on Fly, so there is nothing to roll back to"))
+            return
         result = await engine.start_run(kind="rollback", app=run.app, secret_names=run.secret_names,
                                         requester=user_id, reason=f"roll back after run {run.id} failed verification")
         if isinstance(result, AlreadyOpen):
@@ -203,6 +208,17 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     async def home_opened(event: dict[str, Any]) -> None:
         # Subscribed for the Home tab dashboard. Returning 200 keeps Slack from retrying the event.
         logger.debug("app_home_opened user=%s", event.get("user"))
+
+
+async def _names_without_verified_backup(engine: Engine, run: RunView) -> list[str]:
+    backups = engine.services.backups
+    if not backups.enabled:
+        return list(run.secret_names)
+    missing = []
+    for name in run.secret_names:
+        if not any(record.fly_digest for record in await backups.versions(run.app, name)):
+            missing.append(name)
+    return missing
 
 
 async def _recovery_target(

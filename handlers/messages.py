@@ -132,9 +132,10 @@ LOGS_ACTION_ID = "run_logs"
 def offers_recovery(run: RunView) -> bool:
     """Return whether a run failed after changing Fly, so rollback and logs are offered."""
     failed_step = run.steps[run.current_step] if run.steps else None
+    # Rolling back a compromised run would put the leaked value back on Fly.
     return (
         run.status == "failed"
-        and run.kind != "rollback"
+        and run.kind not in ("rollback", "compromised")
         and failed_step is not None
         and failed_step.kind == "verify"
     )
@@ -301,12 +302,17 @@ def starting_ack(kind: str, names: tuple[str, ...], app: str) -> str:
     return f"Starting {what} {', '.join(names)} on {app}…"
 
 
-def approvers_notice(run: RunView, approvers: tuple[str, ...]) -> str:
+def approvers_notice(run: RunView, approvers: tuple[str, ...], *, break_glass: bool) -> str:
     people = ", ".join(mention(user) for user in approvers) or "no approvers configured"
+    how = "break-glass, no approval wait" if break_glass else "an approver must approve first"
     return (
         f"{ALERT_PREFIX}{mention(run.requester)} started the compromised-secret runbook for "
-        f"{escape(', '.join(run.secret_names))} on {escape(run.app)} (break-glass). Approvers: {people}."
+        f"{escape(', '.join(run.secret_names))} on {escape(run.app)} ({how}). Approvers: {people}."
     )
+
+
+def security_notice_failed(channel: str, error: str) -> str:
+    return f"The security channel <#{channel}> could not be told about this run ({escape(error)}); tell it by hand."
 
 
 def security_notice(run: RunView, permalink: str | None) -> str:

@@ -82,7 +82,9 @@ class SlackObserver:
         return True
 
     async def _announce_incident(self, run: RunView) -> None:
-        await self._reply(run.id, messages.approvers_notice(run, self.policy.slack.approvers))
+        break_glass = (not self.policy.slack.compromised_requires_approval
+                       and run.requester in self.policy.slack.approvers)
+        await self._reply(run.id, messages.approvers_notice(run, self.policy.slack.approvers, break_glass=break_glass))
         security = self.policy.slack.security_channel
         if security is None:
             return
@@ -92,6 +94,7 @@ class SlackObserver:
         except SLACK_FAILURES as exc:
             logger.warning("security channel notice failed run_id=%s channel=%s error=%s",
                            run.id, security, _error_code(exc))
+            await self._reply(run.id, messages.security_notice_failed(security, _error_code(exc)))
 
     async def step_changed(self, run: RunView, step: StepView) -> None:
         await self._refresh_parent(run.id)

@@ -537,3 +537,16 @@ def test_any_text_parses_or_raises_command_error(text: str) -> None:
         assert command.reason is None or 0 < len(command.reason) <= MAX_REASON_LENGTH
         assert command.reason is None or "=" not in command.reason
         assert command.reason is None or Redactor().redact(command.reason) == command.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rotate JWT_SECRET -- sk-proj-abcdefghijklmnopqrstuvwx",
+        "compromised OPENAI_API_KEY -- key was sk-abcdefghij1234567890abcd",
+        "compromised JWT_SECRET -- eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc",
+    ],
+)
+def test_reason_with_provider_key_rejected(text: str) -> None:
+    with pytest.raises(CommandError, match="looks like it contains a key"):
+        parse_command(text, POLICY)

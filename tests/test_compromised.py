@@ -123,3 +123,26 @@ async def test_compromised_generated_secret_needs_no_clicks(
     assert lines[1].startswith(":heavy_minus_sign:")
     assert "stops working when the new one is deployed" in lines[1]
     assert fly.secret_value(APP, "JWT_SECRET") != "old-jwt-secret-value"
+
+
+async def test_non_approver_compromised_waits_for_approval(
+    incident_bot: BotProcess, slack: SlackStandin, fly: FlyState
+) -> None:
+    from tests.conftest import BYSTANDER
+
+    driver = SlackDriver(bot_url=incident_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    await driver.slash_command("compromised JWT_SECRET", user_id=BYSTANDER, channel_id=CHANNEL)
+    parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+    assert parent_step_lines(parent)[0].startswith(":raised_hand:")
+    assert fly.secret_value(APP, "JWT_SECRET") == "old-jwt-secret-value"
+
+
+async def test_failed_compromised_run_offers_no_rollback(
+    incident_bot: BotProcess, slack: SlackStandin, fly: FlyState
+) -> None:
+    driver = SlackDriver(bot_url=incident_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    fly.inject(APP, "import", failure="unhealthy_after")
+    await driver.slash_command("compromised JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    parent = await wait_for_status(slack, await wait_for_parent(slack), "failed", timeout=60)
+    assert "run_logs" not in json.dumps(parent.blocks)
+    assert "run_rollback" not in json.dumps(parent.blocks)

@@ -97,3 +97,22 @@ async def test_lost_secret_without_backup_is_regenerated(
     assert "No backup of JWT_SECRET" in lines[1]
     assert lines[2].startswith(":white_check_mark:")
     assert fly.secret_value(APP, "JWT_SECRET") != "old-jwt-secret-value"
+
+
+async def test_restoring_value_fly_already_holds_stops(
+    keyed_bot: BotProcess, slack: SlackStandin, fly: FlyState
+) -> None:
+    driver = SlackDriver(bot_url=keyed_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    first = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+    await driver.click(channel=CHANNEL, ts=first.ts, action_id="step_approve", user_id=APPROVER)
+    await wait_for_status(slack, first, "done", timeout=60)
+    value = fly.secret_value(APP, "JWT_SECRET")
+
+    parent = await run_to_button(driver, slack, "lost JWT_SECRET", 1, "step_restore")
+    assert "it matches the digest Fly reports now" in json.dumps(parent.blocks)
+    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_restore", user_id=APPROVER)
+    message = await wait_for_status(slack, parent, "failed", timeout=30)
+    assert "Stopped without changes" in parent_step_lines(message)[1]
+    assert "secretbot backup show hotel-voice-bot JWT_SECRET" in json.dumps(message.blocks)
+    assert fly.secret_value(APP, "JWT_SECRET") == value

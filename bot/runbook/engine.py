@@ -311,7 +311,9 @@ class Engine:
         if earlier is not None:
             return earlier
         step = view.steps[position]
-        if view.finished or step.status != "waiting":
+        if view.finished:
+            return Rejected(f"this run has ended ({view.status})")
+        if step.status != "waiting":
             return Rejected(f"this step is not waiting for input (it is {step.status})")
 
         step_kind = self.runbooks[view.kind].steps[position]

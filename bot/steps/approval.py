@@ -44,7 +44,9 @@ class BreakGlassApproval(Approval):
     """Approval for a compromised secret: skipped unless the policy requires it."""
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
-        if ctx.policy.slack.compromised_requires_approval:
+        # Break-glass skips the wait only for an approver: anyone else could otherwise put
+        # a value of their choosing on a production app without a second person.
+        if ctx.policy.slack.compromised_requires_approval or ctx.run.requester not in ctx.policy.slack.approvers:
             return await super().execute(ctx)
         await ctx.audit("run.break_glass", actor=ctx.run.requester, reason=ctx.run.reason)
         return Skipped(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.backups import BackupRecord
 from bot.policy import Policy
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, StepKind, StepOutcome, Waiting
+from bot.runbook.steps import Action, Decision, Done, Failed, StepKind, StepOutcome, Waiting
 from bot.runbook.views import RunView
 
 
@@ -56,12 +56,20 @@ class CheckBackups(StepKind):
         if decision.action != "restore":
             return Done("Regenerate chosen")
         backups = ctx.services.backups
+        fly_digests = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(ctx.run.app)}
         restored = {}
         versions = []
         for name in ctx.run.secret_names:
             record = await backups.latest(ctx.run.app, name)
             if record is None:
                 return Done(f"Regenerate: the backup of {name} is gone")
+            if record.fly_digest is not None and record.fly_digest == fly_digests.get(name):
+                # Setting the same value again would change nothing, and verification
+                # would then report an unchanged digest.
+                return Failed(
+                    f"Stopped without changes: Fly already holds backup v{record.version} of {name}. "
+                    f"To read the value, run `secretbot backup show {ctx.run.app} {name}` on the bot's host."
+                )
             restored[name] = await backups.value(ctx.run.app, name, record.version)
             versions.append(f"{name} v{record.version}")
         await ctx.store_values(restored)

@@ -13,6 +13,11 @@ from bot.runbook.steps import Action, Decision, Done, Failed, Skipped, StepKind,
 from bot.runbook.views import RunView
 
 
+# The Slack form's plain_text_input holds at most 3000 characters; a longer value can only
+# come from a forged submission.
+MAX_ENTERED_LENGTH = 3000
+
+
 def describe_format(policy: SecretPolicy) -> str:
     if policy.value_format is ValueFormat.ALPHANUMERIC:
         return f"{policy.length} random letters and digits"
@@ -23,6 +28,8 @@ def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
     """Return why an entered value is rejected, or None. The message never quotes the value."""
     if value == "":
         return "Enter a value."
+    if len(value) > MAX_ENTERED_LENGTH:
+        return f"The value is longer than {MAX_ENTERED_LENGTH} characters, the most the form accepts."
     if not policy.allow_whitespace and value != value.strip():
         return "The value starts or ends with whitespace, which is usually a copy-and-paste slip."
     if policy.value_pattern is not None and re.fullmatch(policy.value_pattern, value) is None:
@@ -30,7 +37,7 @@ def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
     try:
         encode_import({policy.name: value})
     except UnsafeValueError as exc:
-        return f"This value cannot be passed to flyctl unchanged: {exc}."
+        return f"{exc}."
     return None
 
 
