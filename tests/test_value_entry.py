@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import sys
 from pathlib import Path
 
-from tests.botprocess import BotProcess
+from tests.botprocess import SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, BYSTANDER, REQUESTER
 from tests.flow import (
     CHANNEL,
@@ -16,6 +19,7 @@ from tests.flow import (
     wait_for_buttons,
     wait_for_parent,
     wait_for_status,
+    watch_command_lines,
 )
 from tests.standins.fly_state import FlyState
 from tests.standins.slack_api import SlackStandin
@@ -24,6 +28,7 @@ from tests.standins.slack_driver import SlackDriver
 # Quotes, a hash, an equals sign and a dollar: each is special somewhere on the way to Fly.
 NEW_KEY = 'sk-proj-"new"#key=with$chars'
 BLOCK = "value:OPENAI_API_KEY"
+BACKUP_KEY = base64.b64encode(bytes(range(150, 182))).decode()
 
 
 async def approve_provider_rotation(driver: SlackDriver, slack: SlackStandin):
@@ -92,28 +97,45 @@ async def test_bystander_cannot_enter_value(driver: SlackDriver, slack: SlackSta
 
 
 async def test_b2_pair_entered_together(
-    bot: BotProcess, driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path
+    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path, flyctl_log: Path
 ) -> None:
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
+                         extra_env={"SECRETBOT_BACKUP_KEY": BACKUP_KEY})
+    await process.start()
+    driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     fly.set_secret(APP, "B2_APPLICATION_KEY_ID", "0014old0000000000000001")
     fly.set_secret(APP, "B2_APPLICATION_KEY", "K001oldapplicationkey")
-    ack = await driver.slash_command("rotate B2_APPLICATION_KEY", user_id=REQUESTER, channel_id=CHANNEL)
-    assert "B2_APPLICATION_KEY, B2_APPLICATION_KEY_ID" in ack.text
-    parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
-    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
-    parent = await wait_for_buttons(slack, parent, "step_enter")
-    view = await open_form(driver, slack, parent, REQUESTER)
-    response = await driver.submit_view(view_id=view.id, user_id=REQUESTER, values={
-        "value:B2_APPLICATION_KEY_ID": {"value": "0014new0000000000000002"},
-        "value:B2_APPLICATION_KEY": {"value": "K001newapplicationkey"},
-    })
-    assert response.status == 200
-    await wait_for_status(slack, parent, "done", timeout=60)
-    assert fly.secret_value(APP, "B2_APPLICATION_KEY_ID") == "0014new0000000000000002"
-    assert fly.secret_value(APP, "B2_APPLICATION_KEY") == "K001newapplicationkey"
+    entered = {"B2_APPLICATION_KEY_ID": "0014new0000000000000002", "B2_APPLICATION_KEY": "K001new/application+key"}
+    try:
+        ack = await driver.slash_command("rotate B2_APPLICATION_KEY", user_id=REQUESTER, channel_id=CHANNEL)
+        assert "B2_APPLICATION_KEY, B2_APPLICATION_KEY_ID" in ack.text
+        parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+        await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
+        parent = await wait_for_buttons(slack, parent, "step_enter")
+        view = await open_form(driver, slack, parent, REQUESTER)
+        fly.set_delay(0.3)
+        async with watch_command_lines() as command_lines:
+            response = await driver.submit_view(view_id=view.id, user_id=REQUESTER, values={
+                f"value:{name}": {"value": value} for name, value in entered.items()})
+            assert response.status == 200
+            await wait_for_status(slack, parent, "done", timeout=60)
+    finally:
+        await process.stop_async()
+
+    for name, value in entered.items():
+        assert fly.secret_value(APP, name) == value
     imports = [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
     assert len(imports) == 1
-    await bot.stop_async()
-    for value in ("0014new0000000000000002", "K001newapplicationkey"):
+    assert any("secrets import" in line for line in command_lines)
+    for name, value in entered.items():
         assert value not in slack_traffic(slack)
-        assert value not in bot.log()
-        assert value.encode() not in database_bytes(bot.database_path)
+        assert value not in process.log()
+        assert value.encode() not in database_bytes(process.database_path)
+        assert not [line for line in command_lines if value in line]
+        shown = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "secretbot"), "backup", "show", APP, name, "--yes", "--no-newline",
+            cwd=process.workdir, env=process.environment(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout, stderr = await asyncio.wait_for(shown.communicate(), timeout=30)
+        assert shown.returncode == 0, stderr.decode()
+        assert stdout.decode() == value
