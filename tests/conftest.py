@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -74,6 +75,22 @@ def bot_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def bot(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> AsyncIterator[BotProcess]:
     process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop_async()
+
+
+# A fixed backup key for tests that need backups, rollback or `pending show`.
+BACKUP_KEY = base64.b64encode(bytes(range(50, 82))).decode()
+
+
+@pytest.fixture
+async def keyed_bot(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> AsyncIterator[BotProcess]:
+    """The bot process with SECRETBOT_BACKUP_KEY set, so backups are on."""
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
+                         extra_env={"SECRETBOT_BACKUP_KEY": BACKUP_KEY})
     await process.start()
     try:
         yield process

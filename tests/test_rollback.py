@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from tests.botprocess import SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, BYSTANDER, REQUESTER
@@ -24,20 +19,6 @@ from tests.flow import (
 from tests.standins.fly_state import FlyState
 from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_driver import SlackDriver
-
-BACKUP_KEY = base64.b64encode(bytes(range(50, 82))).decode()
-
-
-@pytest.fixture
-async def keyed_bot(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> AsyncIterator[BotProcess]:
-    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
-                         extra_env={"SECRETBOT_BACKUP_KEY": BACKUP_KEY})
-    await process.start()
-    try:
-        yield process
-    finally:
-        await process.stop_async()
-
 
 async def rotate(driver: SlackDriver, slack: SlackStandin, index: int, status: str):
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
