@@ -113,7 +113,13 @@ class BotProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        await self.wait_healthy(timeout)
+        try:
+            await self.wait_healthy(timeout)
+        except BaseException:
+            # A bot that never became healthy must not outlive the test that started it.
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise
 
     async def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
