@@ -109,7 +109,7 @@ main.add_command(backup)
 
 @main.group()
 def audit() -> None:
-    """The append-only audit log."""
+    """Inspect the append-only audit log."""
 
 
 @audit.command("verify")

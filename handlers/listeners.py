@@ -68,8 +68,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     @app.action(STEP_ACTION_PATTERN)
     async def step_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        user = body.get("user")
-        user_id = user.get("id") if isinstance(user, dict) else None
+        user_id = _user_id(body)
         match = _VALUE_PATTERN.match(str(action.get("value", "")))
         name_match = STEP_ACTION_PATTERN.match(str(action.get("action_id", "")))
         if not isinstance(user_id, str) or match is None or name_match is None:
@@ -97,8 +96,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     async def enter_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                            respond: AsyncRespond) -> None:
         await ack()
-        user = body.get("user")
-        user_id = user.get("id") if isinstance(user, dict) else None
+        user_id = _user_id(body)
         match = _VALUE_PATTERN.match(str(action.get("value", "")))
         trigger_id = body.get("trigger_id")
         if not isinstance(user_id, str) or match is None or not isinstance(trigger_id, str):
@@ -128,8 +126,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
 
     @app.view(messages.VALUE_MODAL_CALLBACK)
     async def values_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        user = body.get("user")
-        user_id = user.get("id") if isinstance(user, dict) else None
+        user_id = _user_id(body)
         try:
             metadata = json.loads(str(view.get("private_metadata", "")))
             run_id, position = str(metadata["run_id"]), int(metadata["position"])
@@ -210,23 +207,25 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         logger.debug("app_home_opened user=%s", event.get("user"))
 
 
+def _user_id(body: dict[str, Any]) -> str | None:
+    """Return the clicking or submitting user's ID from an interaction payload."""
+    user = body.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    return user_id if isinstance(user_id, str) else None
+
+
 async def _names_without_verified_backup(engine: Engine, run: RunView) -> list[str]:
     backups = engine.services.backups
     if not backups.enabled:
         return list(run.secret_names)
-    missing = []
-    for name in run.secret_names:
-        if not any(record.fly_digest for record in await backups.versions(run.app, name)):
-            missing.append(name)
-    return missing
+    return [name for name in run.secret_names if await backups.latest_verified(run.app, name) is None]
 
 
 async def _recovery_target(
     body: dict[str, Any], action: dict[str, Any], *, engine: Engine, policy: Policy
 ) -> tuple[RunView, str] | str:
     """Return the failed run behind a Roll back or Show logs button and the clicker, or why not."""
-    user = body.get("user")
-    user_id = user.get("id") if isinstance(user, dict) else None
+    user_id = _user_id(body)
     run_id = str(action.get("value", ""))
     if not isinstance(user_id, str) or not _RUN_ID_PATTERN.match(run_id):
         return "this button is not recognised"

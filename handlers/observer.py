@@ -18,7 +18,7 @@ from handlers import messages
 
 logger = logging.getLogger(__name__)
 
-# What a Web API call raises: an error response from Slack, or no response at all.
+# Exceptions of a Web API call: an error response from Slack, or no response at all.
 SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 

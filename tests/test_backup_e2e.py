@@ -1,4 +1,4 @@
-"""Backups made by a real rotation: the value Fly holds is recoverable on the operator's machine."""
+"""Backups made by a real rotation: the value on Fly is recoverable on the operator's machine."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ async def test_compromised_provider_key_to_incident(
     parent = await wait_for_parent(slack)
     assert "\N{POLICE CARS REVOLVING LIGHT}" in json.dumps(parent.blocks, ensure_ascii=False)
 
-    # No approval: the revocation step waits at once, and approvers and security are told.
+    # No approval wait: the revocation step waits at once, and approvers and security are notified.
     parent = await wait_for_buttons(slack, parent, "step_done")
     lines = parent_step_lines(parent)
     assert lines[0].startswith(":heavy_minus_sign:")

@@ -1,4 +1,4 @@
-"""Runs survive the bot process being killed or stopped, and say plainly when they cannot."""
+"""Runs survive the bot process being killed or stopped, and report plainly when they cannot."""
 
 from __future__ import annotations
 

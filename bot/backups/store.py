@@ -156,6 +156,11 @@ class BackupStore:
         """Return the versions of `name` on `app` (every secret if `name` is None), oldest first."""
         return [BackupRecord.from_row(row) for row in await self._select(app, name, newest_first=False)]
 
+    async def latest_verified(self, app: str, name: str) -> BackupRecord | None:
+        """Return the newest version whose deploy was verified on Fly, the one a rollback restores."""
+        verified = [record for record in await self.versions(app, name) if record.fly_digest]
+        return verified[-1] if verified else None
+
     async def get(self, app: str, name: str, version: int | None = None) -> BackupRecord:
         """Return one version, the latest if `version` is None; raise BackupNotFound."""
         record = await self.latest(app, name) if version is None else await self._get(app, name, version)

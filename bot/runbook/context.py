@@ -1,4 +1,4 @@
-"""What a running step can use: the run, the policy, flyctl, sealed values and the audit log."""
+"""The services a running step uses: the run, the policy, flyctl, sealed values and the audit log."""
 
 from __future__ import annotations
 
@@ -84,6 +84,10 @@ class StepContext:
 
     def log_context(self) -> str:
         return f"run_id={self.run.id} step={self.position} app={self.run.app} secrets={','.join(self.run.secret_names)}"
+
+    async def fly_digests(self) -> dict[str, str]:
+        """Return Fly's digest of each secret of the run's app, from `flyctl secrets list`."""
+        return {secret.name: secret.digest for secret in await self.flyctl.list_secrets(self.run.app)}
 
     async def report(self, message: str) -> None:
         """Show a progress message for this step (a thread reply in Slack)."""

@@ -39,7 +39,7 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Waiting:
-    """The step needs a person: `prompt` says what, `allowed_users` who may answer."""
+    """The step needs a person: `prompt` is the request, and `allowed_users` may respond."""
 
     prompt: str
     allowed_users: tuple[str, ...] = ()
@@ -100,11 +100,11 @@ class StepKind(ABC):
         )
 
     def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
-        """Return the users who may answer this step when it waits; empty for automatic steps."""
+        """Return the users who may decide this step when it waits; empty for automatic steps."""
         return ()
 
     def inputs(self, run: RunView, policy: Policy) -> tuple[ValueInput, ...]:
-        """Return the values a person enters to answer this step; empty for buttons only."""
+        """Return the values a person enters to complete this step; empty for buttons only."""
         return ()
 
     def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
@@ -118,6 +118,21 @@ class StepKind(ABC):
     async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
         """Turn an accepted decision into the step's outcome."""
         raise NotImplementedError(f"step {self.kind} takes no decisions")
+
+
+class RequesterOrApproverStep(StepKind):
+    """A step that waits for the run's requester or any configured approver."""
+
+    # The reply to anyone else who presses the step's button.
+    rejection = "Only the requester or an approver can decide this step."
+
+    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
+
+    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
+        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
+            return self.rejection
+        return None
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,10 @@ class RunView:
 
 
 class RunObserver(Protocol):
-    """What a front end implements to show runs. Errors it raises are logged, not fatal."""
+    """The interface a front end implements to show runs. Errors it raises are logged, not fatal."""
 
     async def run_created(self, run: RunView) -> bool:
-        """Show a new run; return False if nobody can see it, which stops the run."""
+        """Show a new run. Return False if it could not be shown, which stops the run."""
         ...
 
     async def step_changed(self, run: RunView, step: StepView) -> None: ...

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from bot.policy import Policy
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, Failed, Skipped, StepKind, StepOutcome, Waiting
+from bot.runbook.steps import (
+    Action,
+    Decision,
+    Done,
+    Failed,
+    Skipped,
+    StepKind,
+    StepOutcome,
+    Waiting,
+)
 from bot.runbook.views import RunView
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from bot.backups import BackupRecord
-from bot.policy import Policy
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, Failed, StepKind, StepOutcome, Waiting
-from bot.runbook.views import RunView
+from bot.runbook.steps import (
+    Action,
+    Decision,
+    Done,
+    Failed,
+    RequesterOrApproverStep,
+    StepOutcome,
+    Waiting,
+)
 
 
 def describe_backup(record: BackupRecord, fly_digest: str | None) -> str:
@@ -23,19 +29,17 @@ def describe_backup(record: BackupRecord, fly_digest: str | None) -> str:
     return f"{record.name}: backup v{record.version} from {when} ({origin}, by {record.created_by}); {match}."
 
 
-class CheckBackups(StepKind):
+class CheckBackups(RequesterOrApproverStep):
     kind = "backups"
     title = "Check backups"
     actions = (Action("restore", "Restore this backup to Fly", "primary"), Action("regenerate", "Regenerate"))
-
-    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
+    rejection = "Only the requester or an approver can choose."
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         backups = ctx.services.backups
         if not backups.enabled:
             return Done("Backups are off (SECRETBOT_BACKUP_KEY is not set), so the value will be regenerated.")
-        fly_digests = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(ctx.run.app)}
+        fly_digests = await ctx.fly_digests()
         lines = []
         for name in ctx.run.secret_names:
             record = await backups.latest(ctx.run.app, name)
@@ -47,16 +51,11 @@ class CheckBackups(StepKind):
                      "(a value that may be known to someone else).")
         return Waiting(prompt="\n".join(lines), allowed_users=self.allowed_users(ctx.run, ctx.policy))
 
-    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
-        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
-            return "Only the requester or an approver can choose."
-        return None
-
     async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
         if decision.action != "restore":
             return Done("Regenerate chosen")
         backups = ctx.services.backups
-        fly_digests = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(ctx.run.app)}
+        fly_digests = await ctx.fly_digests()
         restored = {}
         versions = []
         for name in ctx.run.secret_names:

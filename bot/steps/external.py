@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from bot.policy import Policy, Source
+from bot.policy import Source
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, Skipped, StepKind, StepOutcome, Waiting
-from bot.runbook.views import RunView
+from bot.runbook.steps import (
+    Action,
+    Decision,
+    Done,
+    RequesterOrApproverStep,
+    Skipped,
+    StepOutcome,
+    Waiting,
+)
 
 
-class ExternalUpdate(StepKind):
+class ExternalUpdate(RequesterOrApproverStep):
     kind = "external"
     title = "Update the external service"
     actions = (Action("done", "Done", "primary"),)
-
-    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
-        users = [run.requester, *policy.slack.approvers]
-        return tuple(dict.fromkeys(users))
+    rejection = "Only the requester or an approver can confirm this step."
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         # A provider-issued value already lives at its provider, whose instructions were
@@ -40,11 +44,6 @@ class ExternalUpdate(StepKind):
             lines.append(line)
         lines.append("Press Done when every system above is updated.")
         return Waiting(prompt="\n".join(lines), allowed_users=self.allowed_users(ctx.run, ctx.policy))
-
-    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
-        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
-            return "Only the requester or an approver can confirm this step."
-        return None
 
     async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
         return Done("Confirmed")

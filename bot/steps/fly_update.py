@@ -49,7 +49,7 @@ class UpdateFlySecrets(StepKind):
         problem = await self._back_up(ctx, app, names, values)
         if problem is not None:
             return Failed(problem)
-        before = {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
+        before = await ctx.fly_digests()
         await ctx.record_digests(before={name: before.get(name) for name in names})
         await ctx.audit("fly.import.started", digests_before={name: before.get(name) for name in names})
         await ctx.report(
@@ -97,7 +97,7 @@ class UpdateFlySecrets(StepKind):
     ) -> StepOutcome:
         what = "timed out" if isinstance(exc, FlyctlTimeout) else f"failed (exit {exc.exit_code})"
         logger.warning("flyctl secrets import %s %s stderr=%s", what, ctx.log_context(), exc.stderr)
-        after = await self._digests(ctx, app)
+        after = await self._digests_or_none(ctx)
         stored = {name for name in names if after is not None and after.get(name) != before.get(name)}
         if after is not None:
             await ctx.record_digests(after={name: after.get(name) for name in names})
@@ -113,9 +113,9 @@ class UpdateFlySecrets(StepKind):
             state = "Fly still reports the old digest, so the old value is in place."
         return Failed(f"flyctl secrets import {what}: {exc}. {state}")
 
-    async def _digests(self, ctx: StepContext, app: str) -> dict[str, str] | None:
+    async def _digests_or_none(self, ctx: StepContext) -> dict[str, str] | None:
         try:
-            return {secret.name: secret.digest for secret in await ctx.flyctl.list_secrets(app)}
+            return await ctx.fly_digests()
         except FlyctlError as exc:
             logger.warning("cannot read secrets after a failed import %s error=%s", ctx.log_context(), exc)
             return None
@@ -128,7 +128,7 @@ class UpdateFlySecrets(StepKind):
             # The restart came before the digests were read, so flyctl never ran.
             return Failed("the bot restarted before `flyctl secrets import` ran; nothing was changed. "
                           "Start a new rotation.")
-        after = await self._digests(ctx, app)
+        after = await self._digests_or_none(ctx)
         if after is None:
             return await super().settle(ctx)
         names = list(ctx.run.secret_names)

@@ -17,10 +17,9 @@ class RestoreLastGood(StepKind):
         restored: dict[str, str] = {}
         chosen = []
         for name in ctx.run.secret_names:
-            verified = [record for record in await backups.versions(ctx.run.app, name) if record.fly_digest]
-            if not verified:
+            record = await backups.latest_verified(ctx.run.app, name)
+            if record is None:
                 return Failed(f"no backup of {name} was ever verified on Fly, so there is nothing to roll back to")
-            record = verified[-1]
             restored[name] = await backups.value(ctx.run.app, name, record.version)
             chosen.append(f"{name} v{record.version} (verified {record.deployed_at or record.created_at:%Y-%m-%d %H:%M} UTC)")
         await ctx.store_values(restored)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from bot.policy import Policy
 from bot.redact import Redactor
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, StepKind, StepOutcome, ValueInput, Waiting
+from bot.runbook.steps import (
+    Action,
+    Decision,
+    Done,
+    RequesterOrApproverStep,
+    StepOutcome,
+    ValueInput,
+    Waiting,
+)
 from bot.runbook.views import RunView
 
 REVIEW_INPUT = "review"
@@ -14,13 +22,11 @@ MAX_REVIEW_LENGTH = 2000
 _REDACTOR = Redactor()
 
 
-class Review(StepKind):
+class Review(RequesterOrApproverStep):
     kind = "review"
     title = "Review"
     actions = (Action("review", "Write the review", "primary"),)
-
-    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
+    rejection = "Only the requester or an approver can write the review."
 
     def inputs(self, run: RunView, policy: Policy) -> tuple[ValueInput, ...]:
         return (ValueInput(name=REVIEW_INPUT, label="What will prevent this next time?", secret=False),)
@@ -28,11 +34,6 @@ class Review(StepKind):
     async def execute(self, ctx: StepContext) -> StepOutcome:
         return Waiting(prompt="What will prevent this next time? Press the button to write the review.",
                        allowed_users=self.allowed_users(ctx.run, ctx.policy))
-
-    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
-        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
-            return "Only the requester or an approver can write the review."
-        return None
 
     def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
         text = (decision.values or {}).get(REVIEW_INPUT, "").strip()

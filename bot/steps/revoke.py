@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from bot.policy import Policy, Source
+from bot.policy import Source
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, Skipped, StepKind, StepOutcome, Waiting
-from bot.runbook.views import RunView
+from bot.runbook.steps import (
+    Action,
+    Decision,
+    Done,
+    RequesterOrApproverStep,
+    Skipped,
+    StepOutcome,
+    Waiting,
+)
 
 
-class RevokeAtSource(StepKind):
+class RevokeAtSource(RequesterOrApproverStep):
     kind = "revoke"
     title = "Revoke at the source"
     actions = (Action("done", "Revoked", "danger"),)
-
-    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
+    rejection = "Only the requester or an approver can confirm the revocation."
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         policies = [ctx.policy.secrets[name] for name in ctx.run.secret_names]
@@ -36,11 +41,6 @@ class RevokeAtSource(StepKind):
             lines.append(generated_note)
         lines.append("Press Revoked once it is done.")
         return Waiting(prompt="\n".join(lines), allowed_users=self.allowed_users(ctx.run, ctx.policy))
-
-    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
-        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
-            return "Only the requester or an approver can confirm the revocation."
-        return None
 
     async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
         return Done("Revocation confirmed")

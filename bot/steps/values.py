@@ -9,12 +9,21 @@ from bot.flyctl import encode_import
 from bot.generate import generate_value
 from bot.policy import Policy, SecretPolicy, Source, ValueFormat
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Action, Decision, Done, Failed, Skipped, StepKind, StepOutcome, ValueInput, Waiting
+from bot.runbook.steps import (
+    Action,
+    Decision,
+    Done,
+    Failed,
+    RequesterOrApproverStep,
+    Skipped,
+    StepOutcome,
+    ValueInput,
+    Waiting,
+)
 from bot.runbook.views import RunView
 
-
-# The Slack form's plain_text_input holds at most 3000 characters; a longer value can only
-# come from a forged submission.
+# The Slack form's plain_text_input accepts at most 3000 characters, so a longer value can
+# only come from a forged submission.
 MAX_ENTERED_LENGTH = 3000
 
 
@@ -41,17 +50,15 @@ def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
     return None
 
 
-class NewValues(StepKind):
+class NewValues(RequesterOrApproverStep):
     kind = "values"
     title = "Generate or enter the new value"
     actions = (Action("enter", "Enter the new value", "primary"),)
+    rejection = "Only the requester or an approver can enter the new value."
 
     def __init__(self, *, require_listed: bool = True) -> None:
         # A lost secret may have been unset on Fly, so that runbook does not require it.
         self.require_listed = require_listed
-
-    def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([run.requester, *policy.slack.approvers]))
 
     def inputs(self, run: RunView, policy: Policy) -> tuple[ValueInput, ...]:
         inputs = []
@@ -80,7 +87,7 @@ class NewValues(StepKind):
         if await ctx.pending_names() >= set(ctx.run.secret_names):
             return Skipped("Not needed: the values restored from the backup are used.")
 
-        listed = {secret.name for secret in await ctx.flyctl.list_secrets(ctx.run.app)}
+        listed = await ctx.fly_digests()
         missing = [name for name in ctx.run.secret_names if name not in listed]
         if missing and self.require_listed:
             return Failed(
@@ -105,11 +112,6 @@ class NewValues(StepKind):
         if generated:
             prompt = f"Generated {summary}.\n{prompt}"
         return Waiting(prompt=prompt, allowed_users=self.allowed_users(ctx.run, ctx.policy))
-
-    def authorize(self, ctx: StepContext, decision: Decision) -> str | None:
-        if decision.user_id not in self.allowed_users(ctx.run, ctx.policy):
-            return "Only the requester or an approver can enter the new value."
-        return None
 
     def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
         values = decision.values or {}

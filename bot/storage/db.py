@@ -115,7 +115,7 @@ def _cause(exc: Exception) -> str:
 
 
 async def schema_is_current(engine: AsyncEngine) -> bool:
-    """Return whether the database answers and its schema is at the latest revision."""
+    """Return whether the database responds and its schema is at the latest revision."""
 
     def read_revision(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()

@@ -1,4 +1,4 @@
-"""ORM models. Every table here holds digests, IDs and ciphertext, never a secret value."""
+"""ORM models. Every table here contains digests, IDs and ciphertext, never a secret value."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ class Step(Base):
 
 
 class Decision(Base):
-    """A person's answer to a waiting step; the unique key lets only the first one in."""
+    """A person's decision on a waiting step. The unique key admits only the first one."""
 
     __tablename__ = "decisions"
     __table_args__ = (UniqueConstraint("run_id", "position", name="uq_decisions_run_position"),)
@@ -144,7 +144,7 @@ class Decision(Base):
 
 
 class RunThread(Base):
-    """Where a run is shown to people: for Slack, the channel and the parent message."""
+    """The place a run is shown: for Slack, the channel and the parent message."""
 
     __tablename__ = "run_threads"
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .slack_blocks import check_message_blocks, check_view, fill_generated_ids
-from .slack_state import Ephemeral, Message, ResponseUrl, SlackError, View, Workspace
+from .slack_state import Ephemeral, Message, SlackError, View, Workspace
 
 logger = logging.getLogger(__name__)
 
