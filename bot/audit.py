@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,6 +67,32 @@ async def append(sessions: async_sessionmaker[AsyncSession], entry: AuditEntry) 
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot write audit record {entry.event!r}: {type(exc).__name__}") from exc
     raise StorageError(f"could not append audit record {entry.event!r} after {MAX_APPEND_ATTEMPTS} attempts")
+
+
+async def append_with(
+    sessions: async_sessionmaker[AsyncSession],
+    entries: Sequence[AuditEntry],
+    change: Callable[[AsyncSession], Awaitable[None]] | None = None,
+) -> None:
+    """Run `change` and append `entries` in one transaction, so neither lands without the other.
+
+    On a race with another writer the whole transaction is retried, so `change` must read
+    what it needs inside the session it is given.
+    """
+    for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
+        try:
+            async with sessions.begin() as session:
+                if change is not None:
+                    await change(session)
+                for entry in entries:
+                    await _append_in(session, entry)
+                return
+        except IntegrityError:
+            logger.info("audit append raced another writer; retrying attempt=%d events=%s", attempt,
+                        ",".join(entry.event for entry in entries))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot write audit records: {type(exc).__name__}") from exc
+    raise StorageError(f"could not append audit records after {MAX_APPEND_ATTEMPTS} attempts")
 
 
 async def _append_in(session: AsyncSession, entry: AuditEntry) -> AuditRecord:

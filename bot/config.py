@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
+import datetime as dt
 import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError
 from bot.policy import (
@@ -21,8 +23,10 @@ from bot.policy import (
     BackupSettings,
     SECRET_NAME_PATTERN,
     FlySettings,
+    InventorySettings,
     Policy,
     Priority,
+    ReminderSettings,
     SecretPolicy,
     SlackSettings,
     Source,
@@ -41,7 +45,14 @@ MAX_TIMEOUT_SECONDS = 24 * 3600
 MIN_GENERATED_BYTES = 16
 MAX_GENERATED_LENGTH = 4096
 
-_TOP_LEVEL_KEYS = {"slack", "fly", "secrets", "backups"}
+_TOP_LEVEL_KEYS = {"slack", "fly", "secrets", "backups", "reminders", "inventory"}
+_REMINDER_KEYS = {"channel", "time", "timezone", "window_days", "all_clear", "max_snooze_days",
+                  "snooze_reason_required"}
+_INVENTORY_KEYS = {"sync_interval", "sync_concurrency", "default_priority"}
+# Accepted reminder times: 24-hour HH:MM, or HH:MM:SS.
+_TIME_OF_DAY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?\Z")
+MAX_SNOOZE_DAYS = 365
+MAX_SYNC_CONCURRENCY = 64
 _SLACK_KEYS = {"channel", "approvers", "security_channel", "compromised_requires_approval"}
 _FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
 _SECRET_KEYS = {
@@ -104,6 +115,18 @@ class _Reader:
             raise self.fail(key, f"{value} is out of range; expected more than 0 and at most {MAX_TIMEOUT_SECONDS}")
         return float(value)
 
+    def whole_number(self, value: Any, key: str, *, minimum: int, maximum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected a whole number, got {value!r}")
+        if not minimum <= value <= maximum:
+            raise self.fail(key, f"{value} is out of range; expected {minimum} to {maximum}")
+        return value
+
+    def flag(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {value!r}")
+        return value
+
     def choice(self, value: Any, key: str, enum: type[Any]) -> Any:
         allowed = [member.value for member in enum]
         if value not in allowed:
@@ -140,7 +163,10 @@ def load_policy(path: Path, *, required: bool = False) -> Policy:
         if secret.paired_with is not None and secret.paired_with not in secrets:
             raise reader.fail(f"secrets.{secret.name}.paired_with", f"{secret.paired_with!r} is not a known secret")
     backups = _read_backups(reader, reader.table(raw, "backups", "backups"))
-    return Policy(slack=slack, fly=fly, secrets=secrets, source_path=str(path), backups=backups)
+    reminders = _read_reminders(reader, reader.table(raw, "reminders", "reminders"))
+    inventory = _read_inventory(reader, reader.table(raw, "inventory", "inventory"))
+    return Policy(slack=slack, fly=fly, secrets=secrets, source_path=str(path), backups=backups,
+                  reminders=reminders, inventory=inventory)
 
 
 def _read_slack(reader: _Reader, data: dict[str, Any]) -> SlackSettings:
@@ -348,3 +374,62 @@ def _read_backups_s3(reader: _Reader, data: dict[str, Any]) -> BackupS3Settings:
             raise reader.fail("backups.s3.region", f"{region!r} is not a region name like us-east-1 or us-west-004")
 
     return BackupS3Settings(endpoint_url=endpoint_url, bucket=bucket, prefix=prefix, region=region)
+
+
+def _read_reminders(reader: _Reader, data: dict[str, Any]) -> ReminderSettings:
+    reader.reject_unknown(data, "reminders", _REMINDER_KEYS)
+    defaults = ReminderSettings()
+    channel = None
+    if "channel" in data:
+        channel = reader.string(data["channel"], "reminders.channel")
+        if not SLACK_CHANNEL_PATTERN.match(channel):
+            raise reader.fail("reminders.channel", f"{channel!r} is not a channel ID like C0123ABCD")
+
+    time_of_day = defaults.time
+    if "time" in data:
+        text = reader.string(data["time"], "reminders.time")
+        match = _TIME_OF_DAY.match(text)
+        if match is None:
+            raise reader.fail("reminders.time", f"{text!r} is not a 24-hour time; write it like \"09:00\"")
+        time_of_day = dt.time(int(match[1]), int(match[2]), int(match[3] or 0))
+
+    timezone = defaults.timezone
+    if "timezone" in data:
+        timezone = reader.string(data["timezone"], "reminders.timezone")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise reader.fail("reminders.timezone",
+                              f"{timezone!r} is not a known time zone; use an IANA name like \"Europe/Berlin\"") from exc
+
+    return ReminderSettings(
+        channel=channel,
+        time=time_of_day,
+        timezone=timezone,
+        window_days=reader.whole_number(data.get("window_days", defaults.window_days), "reminders.window_days",
+                                        minimum=0, maximum=MAX_SNOOZE_DAYS),
+        all_clear=reader.flag(data.get("all_clear", defaults.all_clear), "reminders.all_clear"),
+        max_snooze_days=reader.whole_number(data.get("max_snooze_days", defaults.max_snooze_days),
+                                            "reminders.max_snooze_days", minimum=1, maximum=MAX_SNOOZE_DAYS),
+        snooze_reason_required=reader.flag(data.get("snooze_reason_required", defaults.snooze_reason_required),
+                                           "reminders.snooze_reason_required"),
+    )
+
+
+def _read_inventory(reader: _Reader, data: dict[str, Any]) -> InventorySettings:
+    reader.reject_unknown(data, "inventory", _INVENTORY_KEYS)
+    defaults = InventorySettings()
+    interval = defaults.sync_interval
+    if "sync_interval" in data:
+        # 0 is allowed and turns the periodic sync off.
+        interval = 0.0 if type(data["sync_interval"]) is int and data["sync_interval"] == 0 else reader.seconds(data["sync_interval"],
+                                                                         "inventory.sync_interval")
+    priority = defaults.default_priority
+    if "default_priority" in data:
+        priority = reader.choice(data["default_priority"], "inventory.default_priority", Priority)
+    return InventorySettings(
+        sync_interval=interval,
+        sync_concurrency=reader.whole_number(data.get("sync_concurrency", defaults.sync_concurrency),
+                                             "inventory.sync_concurrency", minimum=1, maximum=MAX_SYNC_CONCURRENCY),
+        default_priority=priority,
+    )

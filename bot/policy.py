@@ -6,6 +6,7 @@ of it; `bot.config` reads that file into these types.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -110,6 +111,36 @@ class BackupSettings:
 
 
 @dataclass(frozen=True)
+class ReminderSettings:
+    """When and where the daily list of due secrets is posted."""
+
+    # None posts to slack.channel; with neither set, no reminder is posted.
+    channel: str | None = None
+    # Local wall-clock time in `timezone` (an IANA name), followed through daylight saving.
+    time: dt.time = dt.time(9, 0)
+    timezone: str = "UTC"
+    # Secrets due within this many days are listed after the overdue ones.
+    window_days: int = 7
+    # Post "nothing is due" instead of staying silent.
+    all_clear: bool = False
+    # The longest snooze a person may pick in the Snooze dialog.
+    max_snooze_days: int = 14
+    snooze_reason_required: bool = False
+
+
+@dataclass(frozen=True)
+class InventorySettings:
+    """How often the list of each app's secrets is read from Fly."""
+
+    # Seconds between two syncs of every app; 0 syncs only at start-up and on demand.
+    sync_interval: float = 3600.0
+    # flyctl calls run at once during a sync.
+    sync_concurrency: int = 8
+    # The priority of a secret on Fly that secretbot.toml does not name.
+    default_priority: Priority = Priority.MEDIUM
+
+
+@dataclass(frozen=True)
 class Policy:
     """The whole configuration read from secretbot.toml, or the built-in one."""
 
@@ -118,9 +149,20 @@ class Policy:
     secrets: dict[str, SecretPolicy]
     source_path: str | None = None
     backups: BackupSettings = field(default_factory=BackupSettings)
+    reminders: ReminderSettings = field(default_factory=ReminderSettings)
+    inventory: InventorySettings = field(default_factory=InventorySettings)
 
     def secret(self, name: str) -> SecretPolicy | None:
         return self.secrets.get(name)
+
+    def priority_of(self, name: str) -> Priority:
+        """Return the configured priority of a secret, or the default for names the file does not list."""
+        secret = self.secrets.get(name)
+        return secret.priority if secret is not None else self.inventory.default_priority
+
+    @property
+    def reminder_channel(self) -> str | None:
+        return self.reminders.channel or self.slack.channel
 
 
 def _generated(name: str, priority: Priority, value_format: ValueFormat, length: int) -> SecretPolicy:

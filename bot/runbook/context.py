@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
 from bot.backups import BackupStore
+from bot.clock import Clock, SystemClock
 from bot.flyctl import FlyctlClient, Redactor
+from bot.inventory import InventoryStore
 from bot.policy import Policy
 from bot.runbook.views import RunView
 from bot.sealing import SealError, Sealer
@@ -65,6 +67,11 @@ class Services:
     redactor: Redactor
     backups: BackupStore
     app_locks: AppLocks = field(default_factory=AppLocks)
+    clock: Clock = field(default_factory=SystemClock)
+    inventory: InventoryStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inventory = InventoryStore(sessions=self.sessions, policy=self.policy, clock=self.clock)
 
 
 @dataclass

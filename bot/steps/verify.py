@@ -34,6 +34,13 @@ class VerifyDeployment(StepKind):
             # Taken by the Fly update step; another run's rollout may start once this one is checked.
             await ctx.services.app_locks.release_run(ctx.run.id)
         await ctx.record_digests(after=report.digests_after)
+        # A value that reached Fly counts as a rotation even if the app then failed its
+        # checks, so the next inventory sync does not take the new digest for a change
+        # made outside secretbot.
+        changed = {name: digest for name, digest in report.digests_after.items()
+                   if digest is not None and digest != _digest_before(ctx, name)}
+        if changed:
+            await ctx.services.inventory.record_rotation(app=app, digests=changed, run_id=ctx.run.id)
         await ctx.audit(
             "verification.passed" if report.ok else "verification.failed",
             problems=report.problems,
@@ -61,3 +68,7 @@ class VerifyDeployment(StepKind):
             latest = await backups.latest(ctx.run.app, name)
             if latest is not None and latest.run_id == ctx.run.id and digest is not None:
                 await backups.mark_deployed(app=ctx.run.app, name=name, version=latest.version, fly_digest=digest)
+
+
+def _digest_before(ctx: StepContext, name: str) -> str | None:
+    return next((secret.digest_before for secret in ctx.run.secrets if secret.name == name), None)

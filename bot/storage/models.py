@@ -173,6 +173,8 @@ class AuditRecord(Base):
     """Append-only audit trail; each record carries the hash of the one before it."""
 
     __tablename__ = "audit_log"
+    # The history of one secret is read newest first.
+    __table_args__ = (Index("ix_audit_log_app_secret", "app", "secret", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -216,3 +218,52 @@ class Backup(Base):
     deployed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The object key of the copy in the S3 bucket; NULL if there is none.
     s3_key: Mapped[str | None] = mapped_column(String(512))
+
+
+class InventorySecret(Base):
+    """A secret seen on a Fly app by the inventory sync, with when it last changed."""
+
+    __tablename__ = "inventory"
+    __table_args__ = (UniqueConstraint("app", "name", name="uq_inventory_app_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    # Fly's digest of the current value and its deployment status (Deployed, Staged or NULL
+    # when flyctl omits it).
+    digest: Mapped[str | None] = mapped_column(String(128))
+    fly_status: Mapped[str | None] = mapped_column(String(32))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set while the secret is missing from the app's list; cleared if it comes back.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # NULL while the last rotation is unknown: the secret is then due from first_seen_at.
+    last_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # unknown | secretbot | outside | operator
+    rotation_source: Mapped[str] = mapped_column(String(16), default="unknown")
+    last_run_id: Mapped[str | None] = mapped_column(String(32))
+    # When a sync noticed a digest change that no secretbot run made.
+    changed_outside_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    snoozed_by: Mapped[str | None] = mapped_column(String(64))
+    snooze_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ReminderPost(Base):
+    """The daily reminder for one channel and local date; the unique key lets one process post it."""
+
+    __tablename__ = "reminder_posts"
+    __table_args__ = (UniqueConstraint("channel", "local_date", name="uq_reminder_posts_channel_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    # The date in the reminder's time zone, as YYYY-MM-DD.
+    local_date: Mapped[str] = mapped_column(String(10))
+    # claimed | posted | empty (nothing due and no all-clear)
+    status: Mapped[str] = mapped_column(String(16))
+    # Host and process ID of the claimer, so a stale claim can be told from a live one.
+    claimed_by: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    items: Mapped[int] = mapped_column(Integer, default=0)

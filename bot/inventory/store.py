@@ -1,0 +1,107 @@
+"""Reads and writes of the secret inventory: statuses, rotations, recorded dates and snoozes.
+
+Every change a person makes here is written together with its audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import audit
+from bot.clock import Clock, SystemClock
+from bot.inventory.schedule import SecretStatus, assess
+from bot.policy import Policy
+from bot.storage.models import InventorySecret, RunSecret
+
+logger = logging.getLogger(__name__)
+
+
+class InventoryStore:
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], policy: Policy,
+                 clock: Clock | None = None) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.clock = clock or SystemClock()
+
+    async def statuses(self, *, app: str | None = None) -> list[SecretStatus]:
+        """Return every secret present on Fly (of one app, or all), ordered by app and name."""
+        now = self.clock.now()
+        async with self.sessions() as session:
+            query = select(InventorySecret).where(InventorySecret.removed_at.is_(None))
+            open_query = select(RunSecret.app, RunSecret.name, RunSecret.run_id).where(RunSecret.open.is_(True))
+            if app is not None:
+                query = query.where(InventorySecret.app == app)
+                open_query = open_query.where(RunSecret.app == app)
+            rows = list(await session.scalars(query.order_by(InventorySecret.app, InventorySecret.name)))
+            open_runs = {(row.app, row.name): row.run_id for row in await session.execute(open_query)}
+        return [assess(row, policy=self.policy, now=now, open_run_id=open_runs.get((row.app, row.name)))
+                for row in rows]
+
+    async def get(self, app: str, name: str) -> InventorySecret | None:
+        async with self.sessions() as session:
+            return await session.scalar(
+                select(InventorySecret).where(InventorySecret.app == app, InventorySecret.name == name))
+
+    async def record_rotation(self, *, app: str, digests: Mapping[str, str | None], run_id: str) -> None:
+        """Mark secrets as rotated now by a secretbot run, with the digests Fly reported after it.
+
+        Safe to repeat: a step that is run again after a restart writes the same values.
+        """
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            for name, digest in digests.items():
+                row = await _row_for_update(session, app, name, now)
+                row.last_rotated_at = now
+                row.rotation_source = "secretbot"
+                row.last_run_id = run_id
+                row.changed_outside_at = None
+                row.snoozed_until = None
+                row.snoozed_by = None
+                row.snooze_reason = None
+                if digest is not None:
+                    row.digest = digest
+        logger.info("inventory rotation recorded run_id=%s app=%s secrets=%s", run_id, app, ",".join(digests))
+
+    async def record_date(self, *, app: str, name: str, rotated_at: datetime, actor: str) -> None:
+        """Record the real date of the last rotation, given by an operator, with an audit record."""
+
+        async def change(session: AsyncSession) -> None:
+            row = await _row_for_update(session, app, name, self.clock.now())
+            row.last_rotated_at = rotated_at
+            row.rotation_source = "operator"
+
+        entry = audit.AuditEntry(event="secret.rotation_date_recorded", actor=actor, app=app, secret=name,
+                                 detail={"rotated_at": rotated_at.isoformat()})
+        await audit.append_with(self.sessions, [entry], change)
+        logger.info("rotation date recorded app=%s secret=%s user=%s", app, name, actor)
+
+    async def snooze(self, *, app: str, name: str, days: int, reason: str | None, actor: str) -> datetime:
+        """Leave a secret out of the reminder for `days` days; return when the snooze ends."""
+        until = self.clock.now() + timedelta(days=days)
+
+        async def change(session: AsyncSession) -> None:
+            row = await _row_for_update(session, app, name, self.clock.now())
+            row.snoozed_until = until
+            row.snoozed_by = actor
+            row.snooze_reason = reason
+
+        entry = audit.AuditEntry(event="secret.snoozed", actor=actor, app=app, secret=name,
+                                 detail={"days": days, "until": until.isoformat(), "reason": reason})
+        await audit.append_with(self.sessions, [entry], change)
+        logger.info("reminder snoozed app=%s secret=%s days=%d user=%s", app, name, days, actor)
+        return until
+
+
+async def _row_for_update(session: AsyncSession, app: str, name: str, now: datetime) -> InventorySecret:
+    """Return the inventory row for a secret, adding one if no sync has seen it yet."""
+    row = await session.scalar(
+        select(InventorySecret).where(InventorySecret.app == app, InventorySecret.name == name))
+    if row is None:
+        row = InventorySecret(app=app, name=name, first_seen_at=now, last_seen_at=now, rotation_source="unknown")
+        session.add(row)
+    return row
