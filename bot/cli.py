@@ -9,6 +9,9 @@ import sys
 import click
 
 from bot.cli_backup import backup
+from bot.cli_inventory import sync
+from bot.cli_reminders import remind
+from bot.cli_status import status
 from bot.config import load_policy
 from bot.errors import ConfigError, SecretbotError
 from bot.settings import load_settings
@@ -105,6 +108,9 @@ def pending_show(run_id: str, name: str, yes: bool) -> None:
 
 
 main.add_command(backup)
+main.add_command(sync)
+main.add_command(status)
+main.add_command(remind)
 
 
 @main.group()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
@@ -27,7 +26,7 @@ from bot.errors import CommandError, ConfigError, SecretbotError, StorageError
 from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN
 from bot.sealing import Sealer
 from bot.settings import Settings, load_settings
-from bot.storage.db import create_engine, create_session_factory, schema_is_current
+from bot.storage.db import connect_existing, create_session_factory
 from bot.storage.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -61,19 +60,9 @@ def _sealer(settings: Settings) -> Sealer:
 async def _open_store(
     settings: Settings, sealer: Sealer | None
 ) -> AsyncIterator[tuple[BackupStore, async_sessionmaker[AsyncSession]]]:
-    engine = create_engine(settings.database_url)
-    try:
-        try:
-            current = await schema_is_current(engine)
-        except (SQLAlchemyError, OSError) as exc:
-            # The URL may carry a password, so only the error's type is shown.
-            raise StorageError(f"cannot reach the database in DATABASE_URL: {type(exc).__name__}") from exc
-        if not current:
-            raise StorageError("the database schema is not current; start the bot once to migrate it")
+    async with connect_existing(settings.database_url) as engine:
         sessions = create_session_factory(engine)
         yield BackupStore(sessions=sessions, sealer=sealer), sessions
-    finally:
-        await engine.dispose()
 
 
 def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:

@@ -53,7 +53,10 @@ _INVENTORY_KEYS = {"sync_interval", "sync_concurrency", "default_priority"}
 _TIME_OF_DAY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?\Z")
 MAX_SNOOZE_DAYS = 365
 MAX_SYNC_CONCURRENCY = 64
-_SLACK_KEYS = {"channel", "approvers", "security_channel", "compromised_requires_approval"}
+_SLACK_KEYS = {
+    "channel", "approvers", "security_channel", "compromised_requires_approval", "approval_timeout",
+    "two_approvers_for_high", "allow_self_approval",
+}
 _FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
 _SECRET_KEYS = {
     "priority", "source", "format", "length", "external", "instructions", "value_pattern", "allow_whitespace",
@@ -190,8 +193,18 @@ def _read_slack(reader: _Reader, data: dict[str, Any]) -> SlackSettings:
     requires_approval = data.get("compromised_requires_approval", False)
     if not isinstance(requires_approval, bool):
         raise reader.fail("slack.compromised_requires_approval", f"expected true or false, got {requires_approval!r}")
-    return SlackSettings(channel=channel, approvers=approvers, security_channel=security_channel,
-                         compromised_requires_approval=requires_approval)
+    approval_timeout = SlackSettings().approval_timeout
+    if "approval_timeout" in data:
+        approval_timeout = reader.seconds(data["approval_timeout"], "slack.approval_timeout")
+    return SlackSettings(
+        channel=channel,
+        approvers=approvers,
+        security_channel=security_channel,
+        compromised_requires_approval=requires_approval,
+        approval_timeout=approval_timeout,
+        two_approvers_for_high=reader.flag(data.get("two_approvers_for_high", False), "slack.two_approvers_for_high"),
+        allow_self_approval=reader.flag(data.get("allow_self_approval", False), "slack.allow_self_approval"),
+    )
 
 
 def _read_fly(reader: _Reader, data: dict[str, Any]) -> FlySettings:
@@ -386,7 +399,10 @@ def _read_reminders(reader: _Reader, data: dict[str, Any]) -> ReminderSettings:
             raise reader.fail("reminders.channel", f"{channel!r} is not a channel ID like C0123ABCD")
 
     time_of_day = defaults.time
-    if "time" in data:
+    if isinstance(data.get("time"), dt.time):
+        # An unquoted TOML local time (time = 09:00) reads as a time already.
+        time_of_day = data["time"].replace(microsecond=0)
+    elif "time" in data:
         text = reader.string(data["time"], "reminders.time")
         match = _TIME_OF_DAY.match(text)
         if match is None:

@@ -73,6 +73,12 @@ class SlackSettings:
     security_channel: str | None = None
     # A compromised-secret run starts without approval (break-glass) unless this is set.
     compromised_requires_approval: bool = False
+    # Seconds an approval request waits for a decision before the run ends as expired.
+    approval_timeout: float = 24 * 3600.0
+    # Runs on a high-priority secret need two different approvers.
+    two_approvers_for_high: bool = False
+    # Lets an approver approve a run they requested; off, someone else must.
+    allow_self_approval: bool = False
 
 
 @dataclass(frozen=True)

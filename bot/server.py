@@ -18,15 +18,22 @@ from bot.backups import build_backup_store
 from bot.config import load_policy
 from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
+from bot.inventory import InventorySync
 from bot.policy import Policy
+from bot.reminders.ledger import ReminderLedger
+from bot.reminders.report import Reminder
+from bot.reminders.scheduler import ReminderPoster, ReminderScheduler
 from bot.runbook.context import Services
 from bot.runbook.engine import Engine
 from bot.sealing import Sealer
 from bot.settings import Settings
 from bot.storage.db import create_engine, create_session_factory, migrate, schema_is_current
+from bot.storage.seen import SeenRequests
 from handlers.http import SlackEndpoint
 from handlers.listeners import register
 from handlers.observer import SlackObserver
+from handlers.reminder_poster import SlackReminderPoster
+from handlers.reminder_views import reminder_text
 from handlers.slack_app import SingleWorkspaceAuthorizer, create_app, create_client
 from runbooks import RUNBOOKS
 
@@ -35,6 +42,8 @@ logger = logging.getLogger(__name__)
 # Fly sends SIGTERM on every deploy and waits kill_timeout (60 s in fly.toml) before
 # SIGKILL; running steps get most of that to finish.
 SHUTDOWN_GRACE_SECONDS = 45.0
+# How long a reminder being posted at SIGTERM may take to finish.
+REMINDER_STOP_SECONDS = 10.0
 
 
 @dataclass
@@ -42,6 +51,8 @@ class Bot:
     web_app: web.Application
     engine: Engine
     database: AsyncEngine
+    inventory_sync: InventorySync
+    reminders: ReminderScheduler
 
 
 async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
@@ -80,13 +91,35 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
     observer = SlackObserver(client=client, sessions=sessions, policy=policy,
                              load_run=lambda run_id: engine.get_run(run_id))
     engine = Engine(services=services, runbooks=RUNBOOKS, observer=observer)
-    register(slack_app, engine=engine, policy=policy, observer=observer)
+    inventory_sync = InventorySync(flyctl=flyctl, sessions=sessions, policy=policy, clock=services.clock)
+    register(slack_app, engine=engine, policy=policy, observer=observer, inventory_sync=inventory_sync)
 
-    endpoint = SlackEndpoint(slack_app, signing_secret)
+    endpoint = SlackEndpoint(slack_app, signing_secret, seen=SeenRequests(sessions))
     web_app = web.Application(client_max_size=2 * 1024 * 1024)
     web_app.router.add_post("/slack/events", endpoint.handle)
     web_app.router.add_get("/healthz", _healthz(database))
-    return Bot(web_app=web_app, engine=engine, database=database)
+
+    async def refresh_inventory() -> None:
+        # The reminder lists what Fly holds now, not what the last periodic sync saw.
+        await inventory_sync.sync_all()
+
+    reminders = ReminderScheduler(store=services.inventory, ledger=ReminderLedger(sessions=sessions, clock=services.clock),
+                                  poster=SlackReminderPoster(client), policy=policy, clock=services.clock,
+                                  before_post=refresh_inventory)
+    return Bot(web_app=web_app, engine=engine, database=database, inventory_sync=inventory_sync, reminders=reminders)
+
+
+def reminder_poster(settings: Settings) -> ReminderPoster:
+    """Return the Slack poster for `secretbot remind`, which posts without the HTTP server."""
+    if not settings.slack_bot_token:
+        raise ConfigError("missing environment variable SLACK_BOT_TOKEN: set it to the bot token from the Slack "
+                          "app's OAuth & Permissions page, or use --dry-run to print the reminder only")
+    return SlackReminderPoster(create_client(token=settings.slack_bot_token, base_url=settings.slack_api_url))
+
+
+def render_reminder(reminder: Reminder, *, channel: str) -> str:
+    """Render a reminder as terminal text; the wording lives in handlers, which the core does not import."""
+    return reminder_text(reminder, channel=channel)
 
 
 def _state_dir(settings: Settings) -> Path:
@@ -141,7 +174,21 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    expiry = asyncio.create_task(bot.engine.run_expiry(stop), name="approval-expiry")
+    # Started after the site is up, so the first sync of every app does not delay /healthz.
+    sync_task = asyncio.create_task(bot.inventory_sync.run_periodic(stop), name="inventory-sync")
+    # Also after the site is up: a reminder missed while the bot was down is sent now, late.
+    reminder_task = asyncio.create_task(bot.reminders.run(stop), name="daily-reminder")
     await stop.wait()
+    await expiry
+    # A sync in progress is cancelled, which stops its flyctl process; the next start syncs again.
+    sync_task.cancel()
+    with suppress(asyncio.CancelledError):
+        await sync_task
+    # The loop ends when it next checks `stop`. A reminder still posting after the grace
+    # is cancelled, and its claim expires, so a process posts it again later.
+    with suppress(asyncio.TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(reminder_task, timeout=REMINDER_STOP_SECONDS)
 
     logger.info("shutting down; waiting up to %.0f s for running steps", SHUTDOWN_GRACE_SECONDS)
     await site.stop()

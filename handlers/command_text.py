@@ -16,6 +16,8 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import CommandError
 from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
@@ -24,6 +26,10 @@ from bot.redact import Redactor
 ROTATE_USAGE = "/secret rotate NAME [NAME ...] [--app APP] [[--] reason]"
 COMPROMISED_USAGE = "/secret compromised NAME [NAME ...] [--app APP] [[--] what happened]"
 LOST_USAGE = "/secret lost NAME [NAME ...] [--app APP] [[--] reason]"
+ROTATED_USAGE = "/secret rotated NAME YYYY-MM-DD [--app APP]"
+STATUS_USAGE = "/secret status [--app APP]"
+HISTORY_USAGE = "/secret history NAME [--app APP]"
+SYNC_USAGE = "/secret sync [--app APP]"
 # The runbook each verb starts, with its usage line.
 RUN_USAGES = {"rotate": ROTATE_USAGE, "compromised": COMPROMISED_USAGE, "lost": LOST_USAGE}
 USAGES = (
@@ -38,10 +44,17 @@ USAGES = (
     ),
     (LOST_USAGE, "a secret nobody can find: restore the bot's backup or regenerate it, then review"),
     ("/secret cancel RUN_ID [reason]", "stop an open run (the requester or an approver); no step may be running"),
+    (STATUS_USAGE, "list every secret, most urgent first: priority, last rotation, age, due date and state"),
+    (HISTORY_USAGE, "show the audit trail of one secret, newest first"),
+    (ROTATED_USAGE, "record the real date of a secret's last rotation (approvers only, because it moves the due date)"),
+    (SYNC_USAGE, "read the list of secrets from Fly now instead of waiting for the next sync"),
     ("/secret help", "show this help"),
 )
 CANCEL_USAGE = "/secret cancel RUN_ID [reason]"
 _RUN_ID = re.compile(r"^[0-9a-f]{12}\Z")
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+# Verbs other than the runbooks, for the "Did you mean" hint.
+OTHER_VERBS = ("cancel", "status", "history", "rotated", "sync", "help")
 # The token that ends the secret names. Every later token except `--app APP` belongs to the reason.
 END_OF_NAMES = "--"
 
@@ -82,7 +95,36 @@ class CancelCommand:
     reason: str | None
 
 
-Command = HelpCommand | RotateCommand | CancelCommand
+@dataclass(frozen=True)
+class RecordDateCommand:
+    """`/secret rotated`: the real date on which a secret was last rotated."""
+
+    name: str
+    app: str
+    rotated_on: date
+
+
+@dataclass(frozen=True)
+class StatusCommand:
+    """`/secret status`; `app` None lists every app."""
+
+    app: str | None
+
+
+@dataclass(frozen=True)
+class HistoryCommand:
+    name: str
+    app: str
+
+
+@dataclass(frozen=True)
+class SyncCommand:
+    """`/secret sync`; `app` None syncs every configured app."""
+
+    app: str | None
+
+
+Command = HelpCommand | RotateCommand | CancelCommand | RecordDateCommand | StatusCommand | HistoryCommand | SyncCommand
 
 
 def help_text() -> str:
@@ -100,8 +142,12 @@ def normalize(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
-def parse_command(text: str, policy: Policy) -> Command:
-    """Parse the text after `/secret`; raise CommandError with usage on any mistake."""
+def parse_command(text: str, policy: Policy, *, today: date | None = None) -> Command:
+    """Parse the text after `/secret`; raise CommandError with usage on any mistake.
+
+    `today` is the latest date `/secret rotated` accepts; by default the later of today in
+    UTC and today in the reminder time zone.
+    """
     tokens = normalize(text).split()
     if not tokens or tokens[0].lower() in ("help", "-h", "--help"):
         return HelpCommand()
@@ -111,7 +157,17 @@ def parse_command(text: str, policy: Policy) -> Command:
         return _parse_rotate(tokens[1:], policy, kind=verb)
     if verb == "cancel":
         return _parse_cancel(tokens[1:])
-    suggestion = _close(verb, [*RUN_USAGES, "cancel", "help"])
+    if verb == "rotated":
+        return _parse_record_date(tokens[1:], policy, today=today or latest_rotation_date(policy))
+    if verb in ("status", "sync"):
+        usage = STATUS_USAGE if verb == "status" else SYNC_USAGE
+        app, rest = _take_optional_app(tokens[1:], policy, usage)
+        if rest:
+            raise _usage_error(f"Unexpected `{_shown(rest[0])}`; the only option is `--app APP`.", usage)
+        return StatusCommand(app=app) if verb == "status" else SyncCommand(app=app)
+    if verb == "history":
+        return _parse_history(tokens[1:], policy)
+    suggestion = _close(verb, [*RUN_USAGES, *OTHER_VERBS])
     hint = f" Did you mean `{suggestion}`?" if suggestion else ""
     raise CommandError(f"Unknown command `{_shown(tokens[0])}`.{hint}\n{help_text()}")
 
@@ -169,6 +225,100 @@ def _parse_cancel(tokens: list[str]) -> CancelCommand:
     return CancelCommand(run_id=tokens[0].lower(), reason=reason)
 
 
+def rotate_target(app: str, name: str, policy: Policy) -> RotateCommand:
+    """Check a button's app and secret as `/secret rotate NAME --app APP` would; raise CommandError if invalid.
+
+    A paired secret is added as the command adds it.
+    """
+    if not SECRET_NAME_PATTERN.match(name):
+        raise _usage_error(f"`{_shown(name)}` is not a valid secret name.", ROTATE_USAGE)
+    if name not in policy.secrets:
+        raise CommandError(
+            f"{name} is not in secretbot.toml, so there is no runbook for it; add it under [secrets] "
+            f"to rotate it with secretbot.")
+    return _parse_rotate([name, "--app", app], policy)
+
+
+def reason_problem(reason: str) -> str | None:
+    """Return why a free-text reason cannot be stored and shown, or None if it can."""
+    if len(reason) > MAX_REASON_LENGTH:
+        return f"The reason is {len(reason)} characters long; keep it under {MAX_REASON_LENGTH}."
+    if _REDACTOR.redact(reason) != reason:
+        return "The reason looks like it contains a key or token; leave values out of the reason."
+    return None
+
+
+def latest_rotation_date(policy: Policy, now: datetime | None = None) -> date:
+    """Return the latest date `/secret rotated` accepts: today in UTC or in the reminder time zone."""
+    now = now or datetime.now(UTC)
+    try:
+        local = now.astimezone(ZoneInfo(policy.reminders.timezone)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        local = now.date()
+    return max(now.date(), local)
+
+
+def _parse_record_date(tokens: list[str], policy: Policy, *, today: date) -> RecordDateCommand:
+    app, rest = _take_app_flag(tokens, policy, ROTATED_USAGE)
+    for token in rest:
+        if token.startswith("-"):
+            option = token.split("=", 1)[0]
+            raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.", ROTATED_USAGE)
+    if len(rest) < 2:
+        raise _usage_error("Name the secret and the date of its last rotation.", ROTATED_USAGE)
+    if len(rest) > 2:
+        raise _usage_error(f"Unexpected `{_shown(rest[2])}`; give only the secret name and the date.",
+                           ROTATED_USAGE)
+    name, when = rest
+    if _ISO_DATE.match(name) and not _ISO_DATE.match(when):
+        raise _usage_error("Put the secret name before the date.", ROTATED_USAGE)
+    if not SECRET_NAME_PATTERN.match(name):
+        raise _usage_error(
+            f"`{_shown(name)}` is not a valid secret name; names are letters, digits and underscores.",
+            ROTATED_USAGE)
+    if not _ISO_DATE.match(when):
+        raise _usage_error(f"`{_shown(when)}` is not a date; write it as YYYY-MM-DD, e.g. 2025-01-31.",
+                           ROTATED_USAGE)
+    try:
+        rotated_on = date.fromisoformat(when)
+    except ValueError:
+        raise _usage_error(f"`{_shown(when)}` is not a valid calendar date.", ROTATED_USAGE) from None
+    if rotated_on > today:
+        raise _usage_error(
+            f"{rotated_on.isoformat()} is in the future; give the date on which the secret was last rotated.",
+            ROTATED_USAGE)
+    return RecordDateCommand(name=name, app=app, rotated_on=rotated_on)
+
+
+def _parse_history(tokens: list[str], policy: Policy) -> HistoryCommand:
+    app, rest = _take_app_flag(tokens, policy, HISTORY_USAGE)
+    if not rest:
+        raise _usage_error("Name the secret whose history to show.", HISTORY_USAGE)
+    name = rest[0]
+    if name.startswith("-"):
+        option = name.split("=", 1)[0]
+        raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.", HISTORY_USAGE)
+    if not SECRET_NAME_PATTERN.match(name):
+        raise _usage_error(
+            f"`{_shown(name)}` is not a valid secret name; names are letters, digits and underscores.",
+            HISTORY_USAGE)
+    if len(rest) > 1:
+        raise _usage_error(f"Unexpected `{_shown(rest[1])}`; name one secret.", HISTORY_USAGE)
+    return HistoryCommand(name=name, app=app)
+
+
+def unknown_secret_error(name: str, known: list[str], *, app: str, usage: str) -> CommandError:
+    """Return the error for a secret that is neither in secretbot.toml nor on the app, with the closest name."""
+    message = f"Unknown secret `{_shown(name)}` on {app}."
+    same_letters = [candidate for candidate in known if candidate.lower() == name.lower()]
+    suggestion = same_letters[0] if same_letters else _close(name, known)
+    if suggestion:
+        message += f" Did you mean `{suggestion}`?"
+        if same_letters:
+            message += " Secret names are case-sensitive."
+    return _usage_error(message, usage)
+
+
 def _reject_values(tokens: list[str], policy: Policy) -> None:
     """Raise CommandError, quoting nothing, if a token looks like `NAME=value`.
 
@@ -190,6 +340,17 @@ def _reject_values(tokens: list[str], policy: Policy) -> None:
 
 
 def _take_app_flag(tokens: list[str], policy: Policy, usage: str = ROTATE_USAGE) -> tuple[str, list[str]]:
+    app, rest = _split_app_flag(tokens, usage)
+    return _resolve_app(app, policy, usage), rest
+
+
+def _take_optional_app(tokens: list[str], policy: Policy, usage: str) -> tuple[str | None, list[str]]:
+    """Like `_take_app_flag`, but without `--app` the result is None (every app) instead of the first one."""
+    app, rest = _split_app_flag(tokens, usage)
+    return (None if app is None else _resolve_app(app, policy, usage)), rest
+
+
+def _split_app_flag(tokens: list[str], usage: str) -> tuple[str | None, list[str]]:
     app: str | None = None
     rest: list[str] = []
     index = 0
@@ -209,7 +370,7 @@ def _take_app_flag(tokens: list[str], policy: Policy, usage: str = ROTATE_USAGE)
             continue
         rest.append(token)
         index += 1
-    return _resolve_app(app, policy, usage), rest
+    return app, rest
 
 
 def _resolve_app(app: str | None, policy: Policy, usage: str = ROTATE_USAGE) -> str:

@@ -11,6 +11,7 @@ return 500, or 404 after bolt's 3-second wait for an ack. Such a body gets 400 h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -26,6 +27,9 @@ from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.request.internals import build_normalized_headers, extract_content_type
 from slack_sdk.signature import SignatureVerifier
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.storage.seen import SeenRequests
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +49,11 @@ _INTERNAL_HEADERS = ("x-slack-bolt-lazy-only", "x-slack-bolt-lazy-function-name"
 
 
 class SlackEndpoint:
-    def __init__(self, app: AsyncApp, signing_secret: str) -> None:
+    def __init__(self, app: AsyncApp, signing_secret: str, *, seen: SeenRequests | None = None) -> None:
         self.app = app
         self.verifier = SignatureVerifier(signing_secret)
+        # Without a ledger (unit tests of the body checks) replays and event retries are not detected.
+        self.seen = seen
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
@@ -83,6 +89,10 @@ class SlackEndpoint:
             logger.warning("rejected malformed request: %s remote=%s bytes=%d", exc, request.remote, len(raw))
             return web.json_response({"error": "invalid request"}, status=400)
 
+        duplicate = await self._duplicate(body, content_type, signature, request)
+        if duplicate is not None:
+            return duplicate
+
         bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=headers)
         _repair_form_body(bolt_request)
         bolt_response = await self.app.async_dispatch(bolt_request)
@@ -93,6 +103,30 @@ class SlackEndpoint:
             for value in values:
                 response.headers.add(name, value)
         return response
+
+    async def _duplicate(self, body: str, content_type: str | None, signature: str,
+                         request: web.Request) -> web.Response | None:
+        """Return the response for a replayed request or a retried event, or None for a new one.
+
+        A replay (the same signature again) is rejected. A retried event is acknowledged
+        with 200 and not handled again, because Slack keeps retrying anything else.
+        """
+        if self.seen is None:
+            return None
+        try:
+            if not await self.seen.first_time(f"signature:{signature}"):
+                logger.warning("rejected replayed request remote=%s", request.remote)
+                return web.json_response({"error": "invalid request"}, status=401)
+            event_id = _event_id(body, content_type)
+            if event_id is not None and not await self.seen.first_time(f"event:{event_id}"):
+                logger.info("ignored a repeated event delivery event_id=%s retry=%s", event_id,
+                            request.headers.get("X-Slack-Retry-Num", "-"))
+                return web.Response(status=200)
+        except SQLAlchemyError as exc:
+            # Without the ledger a replay cannot be told apart, so nothing is handled.
+            logger.error("cannot record the request as seen (%s); answering 503", type(exc).__name__)
+            return web.json_response({"error": "temporarily unavailable"}, status=503)
+        return None
 
     def _signature_problem(self, body: str, timestamp: str, signature: str) -> str | None:
         if not timestamp or not signature:
@@ -107,6 +141,26 @@ class SlackEndpoint:
         if not self.verifier.is_valid(body, timestamp, signature):
             return "bad signature"
         return None
+
+
+# Slack's event IDs are short ("Ev" and about ten characters); a longer one is hashed so the key fits its column.
+_MAX_EVENT_ID_LENGTH = 64
+
+
+def _event_id(body: str, content_type: str | None) -> str | None:
+    """Return the `event_id` of an Events API delivery, or None for any other request."""
+    if content_type != "application/json":
+        return None
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return None
+    event_id = envelope.get("event_id") if isinstance(envelope, dict) else None
+    if not isinstance(event_id, str) or not event_id:
+        return None
+    if len(event_id) > _MAX_EVENT_ID_LENGTH:
+        return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
+    return event_id
 
 
 class MalformedRequest(Exception):

@@ -19,11 +19,23 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import CommandError, SecretbotError
+from bot.inventory.sync import InventorySync
 from bot.policy import Policy
 from bot.runbook.views import RunView
 from bot.runbook.engine import Accepted, AlreadyDecided, AlreadyOpen, Engine, Invalid, Rejected
 from handlers import messages
-from handlers.command_text import CancelCommand, HelpCommand, RotateCommand, help_text, parse_command
+from handlers.command_text import (
+    CancelCommand,
+    HelpCommand,
+    HistoryCommand,
+    RecordDateCommand,
+    RotateCommand,
+    StatusCommand,
+    SyncCommand,
+    help_text,
+    parse_command,
+)
+from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
 from handlers.observer import SlackObserver
 
 logger = logging.getLogger(__name__)
@@ -35,7 +47,12 @@ _VALUE_PATTERN = re.compile(r"^([0-9a-f]{12}):([0-9]{1,3})$")
 _RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}\Z")
 
 
-def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackObserver) -> None:
+def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackObserver,
+             inventory_sync: InventorySync | None = None) -> None:
+    inventory = InventoryCommands(engine=engine, policy=policy, observer=observer, inventory_sync=inventory_sync,
+                                  start_rotation=_start_rotation)
+    register_inventory(app, inventory)
+
     @app.command("/secret")
     async def secret_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         user_id = str(command.get("user_id", ""))
@@ -48,6 +65,9 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             return
         if isinstance(parsed, HelpCommand):
             await ack(response_type="ephemeral", text=help_text())
+            return
+        if isinstance(parsed, StatusCommand | HistoryCommand | RecordDateCommand | SyncCommand):
+            await inventory.run_command(parsed, user_id=user_id, ack=ack, respond=respond)
             return
         if isinstance(parsed, CancelCommand):
             await ack(response_type="ephemeral", text=f"Cancelling run `{parsed.run_id}`…")
@@ -63,7 +83,8 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             return
 
         await ack(response_type="ephemeral", text=messages.starting_ack(parsed.kind, parsed.names, parsed.app))
-        await _start_rotation(parsed, user_id=user_id, engine=engine, observer=observer, respond=respond)
+        await _start_rotation(parsed, user_id=user_id, engine=engine, observer=observer,
+                              reply=_ephemeral_reply(respond))
 
     @app.action(STEP_ACTION_PATTERN)
     async def step_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
@@ -201,10 +222,6 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         await observer.reply(run.id, messages.logs_reply(run.app, shown))
         logger.info("logs shown run_id=%s app=%s user=%s lines=%d", run.id, run.app, user_id, len(shown))
 
-    @app.event("app_home_opened")
-    async def home_opened(event: dict[str, Any]) -> None:
-        # Subscribed for the Home tab dashboard. Returning 200 keeps Slack from retrying the event.
-        logger.debug("app_home_opened user=%s", event.get("user"))
 
 
 def _user_id(body: dict[str, Any]) -> str | None:
@@ -237,21 +254,26 @@ async def _recovery_target(
     return run, user_id
 
 
+def _ephemeral_reply(respond: AsyncRespond) -> Reply:
+    async def reply(text: str) -> None:
+        await respond(response_type="ephemeral", replace_original=False, text=text)
+
+    return reply
+
+
 async def _start_rotation(
-    parsed: RotateCommand, *, user_id: str, engine: Engine, observer: SlackObserver, respond: AsyncRespond
+    parsed: RotateCommand, *, user_id: str, engine: Engine, observer: SlackObserver, reply: Reply
 ) -> None:
+    """Start the runbook of a command or a Rotate button and tell the requester where to follow it."""
     result = await engine.start_run(kind=parsed.kind, app=parsed.app, secret_names=parsed.names,
                                     requester=user_id, reason=parsed.reason)
     if isinstance(result, AlreadyOpen):
         link = await observer.permalink(result.run_id)
-        await respond(response_type="ephemeral", replace_original=False,
-                      text=messages.already_open_reply(result.secret, parsed.app, link))
+        await reply(messages.already_open_reply(result.secret, parsed.app, link))
         return
     error = observer.post_errors.pop(result.run.id, None)
     if error is not None:
-        await respond(response_type="ephemeral", replace_original=False,
-                      text=messages.not_posted_reply(observer.policy.slack.channel, error))
+        await reply(messages.not_posted_reply(observer.policy.slack.channel, error))
         return
     link = await observer.permalink(result.run.id)
-    await respond(response_type="ephemeral", replace_original=False,
-                  text=messages.started_reply(result.run, link))
+    await reply(messages.started_reply(result.run, link))

@@ -36,9 +36,10 @@ RUN_STATUS_TEXT = {
     "succeeded": "done",
     "failed": "failed",
     "denied": "denied",
+    "expired": "expired",
 }
 DECISION_VERBS = {
-    "approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered",
+    "approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered", "expire": "expired",
     "restore": "answered", "regenerate": "answered", "review": "answered",
 }
 ACTION_PREFIX = "step_"

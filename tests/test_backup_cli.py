@@ -135,9 +135,18 @@ def test_list_rejects_invalid_app_name(bot: Bot) -> None:
 
 
 def test_list_on_unmigrated_database_exits_2(bot: Bot, tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
     result = invoke(bot, "list", APP, env={"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"})
     assert result.exit_code == 2
     assert "schema is not current" in result.stderr
+
+
+def test_list_on_missing_database_creates_no_file(bot: Bot, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    result = invoke(bot, "list", APP, env={"DATABASE_URL": f"sqlite+aiosqlite:///{missing}"})
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+    assert not missing.exists()
 
 
 # --- show ------------------------------------------------------------------------------------

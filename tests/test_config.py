@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import socket
 from pathlib import Path
 
@@ -342,7 +343,100 @@ INVALID_CASES = [
     ("[secrets.JWT_SECRET]\nlength = 64.0\n", "secrets.JWT_SECRET.length", "whole number"),
     ("[secrets.JWT_SECRET]\nlength = '64'\n", "secrets.JWT_SECRET.length", "whole number"),
     ("[secrets.JWT_SECRET]\nlength = true\n", "secrets.JWT_SECRET.length", "whole number"),
+    ("[slack]\napproval_timeout = 0\n", "slack.approval_timeout", "out of range"),
+    ("[slack]\napproval_timeout = '24h'\n", "slack.approval_timeout", "expected a number of seconds"),
+    ("[slack]\ntwo_approvers_for_high = 'yes'\n", "slack.two_approvers_for_high", "true or false"),
+    ("[slack]\nallow_self_approval = 1\n", "slack.allow_self_approval", "true or false"),
+    # Reminders.
+    ("[reminders]\nhour = 9\n", "reminders.hour", "unknown key"),
+    ("[reminders]\ntime = '9am'\n", "reminders.time", "not a 24-hour time"),
+    ("[reminders]\ntime = '24:00'\n", "reminders.time", "not a 24-hour time"),
+    ("[reminders]\ntime = '09:60'\n", "reminders.time", "not a 24-hour time"),
+    ("[reminders]\ntime = 900\n", "reminders.time", "non-empty string"),
+    ("[reminders]\ntimezone = 'CEST'\n", "reminders.timezone", "not a known time zone"),
+    ("[reminders]\ntimezone = 'Europe/Nowhere'\n", "reminders.timezone", "not a known time zone"),
+    ("[reminders]\ntimezone = '../etc/passwd'\n", "reminders.timezone", "not a known time zone"),
+    ("[reminders]\nchannel = '#ops'\n", "reminders.channel", "not a channel ID"),
+    ("[reminders]\nwindow_days = -1\n", "reminders.window_days", "out of range"),
+    ("[reminders]\nwindow_days = 7.5\n", "reminders.window_days", "whole number"),
+    ("[reminders]\nmax_snooze_days = 0\n", "reminders.max_snooze_days", "out of range"),
+    ("[reminders]\nmax_snooze_days = 366\n", "reminders.max_snooze_days", "out of range"),
+    ("[reminders]\nall_clear = 'yes'\n", "reminders.all_clear", "true or false"),
+    ("[reminders]\nsnooze_reason_required = 1\n", "reminders.snooze_reason_required", "true or false"),
+    # Inventory.
+    ("[inventory]\ninterval = 60\n", "inventory.interval", "unknown key"),
+    ("[inventory]\nsync_interval = -60\n", "inventory.sync_interval", "out of range"),
+    ("[inventory]\nsync_interval = false\n", "inventory.sync_interval", "expected a number of seconds"),
+    ("[inventory]\nsync_concurrency = 0\n", "inventory.sync_concurrency", "out of range"),
+    ("[inventory]\nsync_concurrency = 65\n", "inventory.sync_concurrency", "out of range"),
+    ("[inventory]\ndefault_priority = 'urgent'\n", "inventory.default_priority", "invalid value"),
 ]
+
+
+def test_approval_timeout_read(tmp_path: Path) -> None:
+    assert load_policy(write_config(tmp_path, "")).slack.approval_timeout == 86400.0
+    assert load_policy(write_config(tmp_path, "[slack]\napproval_timeout = 3600\n")).slack.approval_timeout == 3600.0
+
+
+def test_approval_rules_read(tmp_path: Path) -> None:
+    slack = load_policy(write_config(tmp_path, "[slack]\ntwo_approvers_for_high = true\nallow_self_approval = true\n")).slack
+    assert slack.two_approvers_for_high is True
+    assert slack.allow_self_approval is True
+
+
+def test_approval_rules_default_off(tmp_path: Path) -> None:
+    slack = load_policy(write_config(tmp_path, "")).slack
+    assert slack.two_approvers_for_high is False
+    assert slack.allow_self_approval is False
+
+
+def test_reminder_settings_read(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[reminders]\nchannel = 'C0REMIND'\ntime = '08:30'\ntimezone = 'Europe/Berlin'\n"
+                                  "window_days = 3\nall_clear = true\nmax_snooze_days = 30\n"
+                                  "snooze_reason_required = true\n")
+    reminders = load_policy(path).reminders
+    assert reminders.channel == "C0REMIND"
+    assert reminders.time == datetime.time(8, 30)
+    assert reminders.timezone == "Europe/Berlin"
+    assert reminders.window_days == 3
+    assert reminders.all_clear is True
+    assert reminders.max_snooze_days == 30
+    assert reminders.snooze_reason_required is True
+
+
+def test_reminder_time_with_seconds(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[reminders]\ntime = '23:59:30'\n")
+    assert load_policy(path).reminders.time == datetime.time(23, 59, 30)
+
+
+def test_reminder_time_as_toml_local_time(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[reminders]\ntime = 07:45:00\n")
+    assert load_policy(path).reminders.time == datetime.time(7, 45)
+
+
+def test_reminder_channel_defaults_to_runbook_channel(tmp_path: Path) -> None:
+    policy = load_policy(write_config(tmp_path, "[slack]\nchannel = 'C0123OPS'\n"))
+    assert policy.reminders.channel is None
+    assert policy.reminder_channel == "C0123OPS"
+
+
+def test_inventory_settings_read(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[inventory]\nsync_interval = 600\nsync_concurrency = 4\n"
+                                  "default_priority = 'high'\n")
+    inventory = load_policy(path).inventory
+    assert inventory.sync_interval == 600.0
+    assert inventory.sync_concurrency == 4
+    assert inventory.default_priority is Priority.HIGH
+
+
+def test_sync_interval_zero_turns_periodic_sync_off(tmp_path: Path) -> None:
+    assert load_policy(write_config(tmp_path, "[inventory]\nsync_interval = 0\n")).inventory.sync_interval == 0.0
+
+
+def test_unlisted_secret_gets_default_priority(tmp_path: Path) -> None:
+    policy = load_policy(write_config(tmp_path, "[inventory]\ndefault_priority = 'low'\n"))
+    assert policy.priority_of("DATABASE_URL") is Priority.LOW
+    assert policy.priority_of("JWT_SECRET") is Priority.HIGH
 
 
 @pytest.mark.parametrize(("content", "key", "reason"), INVALID_CASES)

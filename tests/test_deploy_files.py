@@ -674,8 +674,12 @@ def test_example_config_sets_every_key() -> None:
     data = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     secret_keys = set().union(*(entry.keys() for entry in data["secrets"].values()))
 
-    assert set(data) == {"slack", "fly", "secrets"}
+    assert set(data) == {"slack", "fly", "secrets", "reminders", "inventory"}
     assert set(data["slack"]) == {"channel", "approvers"}
+    assert set(data["reminders"]) == {
+        "time", "timezone", "window_days", "all_clear", "max_snooze_days", "snooze_reason_required",
+    }
+    assert set(data["inventory"]) == {"sync_interval", "sync_concurrency", "default_priority"}
     assert set(data["fly"]) == {
         "apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls",
     }

@@ -2,5 +2,6 @@
 
 from bot.inventory.schedule import SecretStatus, State, assess, reminder_section
 from bot.inventory.store import InventoryStore
+from bot.inventory.sync import AppSync, InventorySync
 
-__all__ = ["InventoryStore", "SecretStatus", "State", "assess", "reminder_section"]
+__all__ = ["AppSync", "InventoryStore", "InventorySync", "SecretStatus", "State", "assess", "reminder_section"]

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
@@ -53,6 +54,17 @@ class InventoryStore:
         Safe to repeat: a step that is run again after a restart writes the same values.
         """
         now = self.clock.now()
+        try:
+            await self._write_rotation(app=app, digests=digests, run_id=run_id, now=now)
+        except IntegrityError:
+            # An inventory sync added the row for a new secret between this read and insert,
+            # so the second attempt finds that row and updates it.
+            logger.info("inventory rotation raced a sync; retrying run_id=%s app=%s", run_id, app)
+            await self._write_rotation(app=app, digests=digests, run_id=run_id, now=now)
+        logger.info("inventory rotation recorded run_id=%s app=%s secrets=%s", run_id, app, ",".join(digests))
+
+    async def _write_rotation(self, *, app: str, digests: Mapping[str, str | None], run_id: str,
+                              now: datetime) -> None:
         async with self.sessions.begin() as session:
             for name, digest in digests.items():
                 row = await _row_for_update(session, app, name, now)
@@ -65,7 +77,9 @@ class InventoryStore:
                 row.snooze_reason = None
                 if digest is not None:
                     row.digest = digest
-        logger.info("inventory rotation recorded run_id=%s app=%s secrets=%s", run_id, app, ",".join(digests))
+                    # Fly listed the secret with this digest, so it is present even if a sync saw it removed.
+                    row.removed_at = None
+                    row.last_seen_at = now
 
     async def record_date(self, *, app: str, name: str, rotated_at: datetime, actor: str) -> None:
         """Record the real date of the last rotation, given by an operator, with an audit record."""

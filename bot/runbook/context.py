@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
@@ -17,9 +18,9 @@ from bot.clock import Clock, SystemClock
 from bot.flyctl import FlyctlClient, Redactor
 from bot.inventory import InventoryStore
 from bot.policy import Policy
-from bot.runbook.views import RunView
+from bot.runbook.views import TERMINAL_STATUSES, RunView
 from bot.sealing import SealError, Sealer
-from bot.storage.models import PendingValue, RunSecret
+from bot.storage.models import AppLock, Decision, PendingValue, Run, RunSecret, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,28 +33,53 @@ class AppLocks:
     """One change at a time per Fly app, held by a run from its import to its verification.
 
     flyctl rollouts on one app collide on machine leases, and a run verifying while
-    another run's rollout restarts machines would see them replacing. The lock belongs
-    to a run rather than a task, so two steps of the same run can share it.
-    NOTE: the lock is per process; two bot processes on one database do not share it.
+    another run's rollout restarts machines would see them replacing. The lock is a row
+    keyed by the app, so it holds across bot processes sharing the database. It belongs
+    to a run rather than a task, so a run resumed after a restart still holds it, and a
+    lock left by a run that has ended is cleared by the next run that wants the app.
     """
 
-    def __init__(self) -> None:
-        self._holders: dict[str, str] = {}
-        self._changed = asyncio.Condition()
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, poll_interval: float = 0.5) -> None:
+        self.sessions = sessions
+        self.poll_interval = poll_interval
 
     async def acquire(self, app: str, run_id: str) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._holders.get(app) in (None, run_id))
-            self._holders[app] = run_id
+        logged_holder: str | None = None
+        while True:
+            holder = await self._try_acquire(app, run_id)
+            if holder is None:
+                return
+            if holder != logged_holder:
+                logger.info("waiting for another run's change to finish run_id=%s app=%s holder=%s", run_id, app, holder)
+                logged_holder = holder
+            await asyncio.sleep(self.poll_interval)
+
+    async def _try_acquire(self, app: str, run_id: str) -> str | None:
+        """Take the lock if it is free or stale; return the run holding it otherwise."""
+        try:
+            async with self.sessions.begin() as session:
+                holder = await session.scalar(select(AppLock.run_id).where(AppLock.app == app))
+                if holder == run_id:
+                    return None
+                if holder is not None:
+                    status = await session.scalar(select(Run.status).where(Run.id == holder))
+                    if status is not None and status not in TERMINAL_STATUSES:
+                        return holder
+                    logger.warning("clearing a lock left by an ended run app=%s holder=%s", app, holder)
+                    await session.execute(delete(AppLock).where(AppLock.app == app, AppLock.run_id == holder))
+                session.add(AppLock(app=app, run_id=run_id, acquired_at=utcnow()))
+        except IntegrityError:
+            # Another process took it between the read and the insert.
+            return "another process"
+        return None
 
     async def release_run(self, run_id: str) -> None:
-        async with self._changed:
-            for app in [app for app, holder in self._holders.items() if holder == run_id]:
-                del self._holders[app]
-            self._changed.notify_all()
+        async with self.sessions.begin() as session:
+            await session.execute(delete(AppLock).where(AppLock.run_id == run_id))
 
-    def holder(self, app: str) -> str | None:
-        return self._holders.get(app)
+    async def holder(self, app: str) -> str | None:
+        async with self.sessions() as session:
+            return await session.scalar(select(AppLock.run_id).where(AppLock.app == app))
 
 
 @dataclass
@@ -66,11 +92,12 @@ class Services:
     sealer: Sealer
     redactor: Redactor
     backups: BackupStore
-    app_locks: AppLocks = field(default_factory=AppLocks)
     clock: Clock = field(default_factory=SystemClock)
+    app_locks: AppLocks = field(init=False)
     inventory: InventoryStore = field(init=False)
 
     def __post_init__(self) -> None:
+        self.app_locks = AppLocks(self.sessions)
         self.inventory = InventoryStore(sessions=self.sessions, policy=self.policy, clock=self.clock)
 
 
@@ -112,6 +139,14 @@ class StepContext:
                 detail={"step": self.position, **detail},
             ),
         )
+
+    async def decisions(self, position: int | None = None) -> list[Decision]:
+        """Return the decisions taken on a step of this run (this step by default), oldest first."""
+        step = self.position if position is None else position
+        async with self.services.sessions() as session:
+            return list(await session.scalars(
+                select(Decision).where(Decision.run_id == self.run.id, Decision.position == step)
+                .order_by(Decision.round)))
 
     async def store_values(self, values: Mapping[str, str]) -> None:
         """Keep new values encrypted until the step that applies them."""

@@ -13,10 +13,10 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,12 +25,14 @@ from bot.errors import SecretbotError
 from bot.runbook.context import Services, StepContext
 from bot.runbook.steps import Decision as StepDecision
 from bot.runbook.steps import Done, Failed, Runbook, Skipped, StepKind, StepOutcome, Waiting
-from bot.runbook.views import RunObserver, RunView, SecretView, StepView
+from bot.runbook.views import TERMINAL_STATUSES, RunObserver, RunView, SecretView, StepView
 from bot.storage.models import Decision, PendingValue, Run, RunSecret, Step, utcnow
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = ("succeeded", "failed", "denied")
+# The actor recorded for an approval request that expired.
+EXPIRY_ACTOR = "secretbot"
+EXPIRY_CHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -193,12 +195,20 @@ class Engine:
         return True
 
     async def _execute(self, step_kind: StepKind, ctx: StepContext) -> StepOutcome:
+        limit = step_kind.time_limit(self.services.policy)
         try:
-            return await step_kind.execute(ctx)
+            return await asyncio.wait_for(step_kind.execute(ctx), timeout=limit)
+        except TimeoutError:
+            logger.error("step timed out %s limit=%.0fs", ctx.log_context(), limit)
+            if not step_kind.restartable:
+                # The step may have changed the app before it was stopped; read what happened.
+                return await self._execute_settle(step_kind, ctx)
+            return Failed(f"step '{step_kind.title}' did not finish within {limit:g} s and was stopped; "
+                          "see the bot's log, then start a new run")
         except SecretbotError as exc:
             logger.warning("step failed %s error=%s", ctx.log_context(), self.services.redactor.redact(str(exc)))
             return Failed(self.services.redactor.redact(str(exc)))
-        except Exception as exc:  # noqa: BLE001 - any bug must end as a failed step, not a stuck run
+        except Exception as exc:
             logger.exception("step crashed %s", ctx.log_context())
             return Failed(f"internal error in step '{step_kind.title}' ({type(exc).__name__}); see the bot's log")
 
@@ -251,7 +261,7 @@ class Engine:
             await self._notify(self.observer.run_finished, view)
 
     async def _finish(self, run_id: str, *, position: int, outcome: Failed, actor: str | None = None) -> None:
-        status = "denied" if outcome.denied else "failed"
+        status = "denied" if outcome.denied else "expired" if outcome.expired else "failed"
         async with self.services.sessions.begin() as session:
             await _set_step(session, run_id, position, status="failed", detail=outcome.reason, actor=actor,
                             finished_at=utcnow())
@@ -307,13 +317,14 @@ class Engine:
         if not 0 <= position < len(view.steps):
             return Rejected(f"run {run_id} has no step {position}")
 
-        earlier = await self._decision(run_id, position)
-        if earlier is not None:
-            return earlier
         step = view.steps[position]
-        if view.finished:
-            return Rejected(f"this run has ended ({view.status})")
-        if step.status != "waiting":
+        if view.finished or step.status != "waiting":
+            # The usual cause is a decision taken a moment ago; the clicker is told whose.
+            earlier = await self._decision(run_id, position)
+            if earlier is not None:
+                return earlier
+            if view.finished:
+                return Rejected(f"this run has ended ({view.status})")
             return Rejected(f"this step is not waiting for input (it is {step.status})")
 
         step_kind = self.runbooks[view.kind].steps[position]
@@ -365,8 +376,12 @@ class Engine:
             self.services.redactor.add(value)
         try:
             async with self.services.sessions.begin() as session:
-                session.add(Decision(run_id=run_id, position=position, user_id=decision.user_id,
-                                     decision=decision.action))
+                # Two deciders that count the same earlier decisions pick the same round, and
+                # the unique key lets only one of them in.
+                earlier = await session.scalar(select(func.count()).select_from(Decision).where(
+                    Decision.run_id == run_id, Decision.position == position))
+                session.add(Decision(run_id=run_id, position=position, round=earlier or 0,
+                                     user_id=decision.user_id, decision=decision.action))
                 await session.flush()
                 if values:
                     await session.execute(delete(PendingValue).where(
@@ -389,6 +404,7 @@ class Engine:
         async with self.services.sessions() as session:
             row = await session.scalar(
                 select(Decision).where(Decision.run_id == run_id, Decision.position == position)
+                .order_by(Decision.round.desc()).limit(1)
             )
         if row is None:
             return None
@@ -452,6 +468,50 @@ class Engine:
         if pending:
             await asyncio.wait(pending, timeout=5)
 
+    async def expire_approvals(self) -> list[str]:
+        """End every run whose approval request has waited longer than slack.approval_timeout.
+
+        The expiry is recorded as the step's decision, so it competes with a click on the
+        same unique row: either the click or the expiry wins, in any number of processes.
+        Returns the IDs of the runs this call ended.
+        """
+        timeout = self.services.policy.slack.approval_timeout
+        cutoff = self.services.clock.now() - timedelta(seconds=timeout)
+        async with self.services.sessions() as session:
+            rows = (await session.execute(
+                select(Step.run_id, Step.position)
+                .where(Step.kind == "approval", Step.status == "waiting", Step.started_at < cutoff)
+            )).all()
+
+        expired: list[str] = []
+        for run_id, position in rows:
+            decision = StepDecision(action="expire", user_id=EXPIRY_ACTOR)
+            if not await self._record_decision(run_id, position, decision, values={}):
+                continue
+            hours = timeout / 3600
+            logger.info("approval expired run_id=%s step=%d after=%.1fh", run_id, position, hours)
+            await self._finish(run_id, position=position, actor=EXPIRY_ACTOR, outcome=Failed(
+                f"Expired: nobody approved or denied within {hours:g} h. Start a new run if it is still needed.",
+                expired=True))
+            expired.append(run_id)
+        return expired
+
+    async def run_expiry(self, stop: asyncio.Event) -> None:
+        """Check for expired approval requests until `stop` is set.
+
+        The check runs every minute, or more often for a short approval_timeout, so an
+        expiry is at most a tenth of the timeout (and at most a minute) late.
+        """
+        interval = max(1.0, min(EXPIRY_CHECK_SECONDS, self.services.policy.slack.approval_timeout / 10))
+        while not stop.is_set():
+            try:
+                with self._tracked():
+                    await self.expire_approvals()
+            except Exception:
+                logger.exception("checking for expired approval requests failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
     async def resume(self) -> int:
         """Pick up runs that were in progress when the process stopped; return how many."""
         async with self.services.sessions() as session:
@@ -505,7 +565,7 @@ class Engine:
     async def _execute_settle(self, step_kind: StepKind, ctx: StepContext) -> StepOutcome:
         try:
             return await step_kind.settle(ctx)
-        except Exception as exc:  # noqa: BLE001 - settling must end the step, not leave it running
+        except Exception as exc:
             logger.exception("settling step failed %s", ctx.log_context())
             return Failed(f"the bot restarted while '{step_kind.title}' was running and its result could not be "
                           f"read ({type(exc).__name__}); check `flyctl secrets list -a {ctx.run.app}`")
@@ -548,7 +608,7 @@ class Engine:
     async def _notify(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         try:
             return await method(*args)
-        except Exception:  # noqa: BLE001 - a front end failing must not stop a rotation
+        except Exception:
             logger.exception("observer %s failed", getattr(method, "__name__", method))
             return None
 

@@ -51,6 +51,8 @@ class Failed:
 
     reason: str
     denied: bool = False
+    # An approval request that nobody answered in time.
+    expired: bool = False
 
 
 StepOutcome = Done | Skipped | Waiting | Failed
@@ -73,6 +75,11 @@ class ValueInput:
     label: str | None = None
     # A secret input is stored encrypted and never shown; other text (a review) is recorded.
     secret: bool = True
+
+
+# Added to every step's time limit for the bot's own work (database writes, an upload of a
+# backup to S3) on top of the flyctl timeouts the step waits for.
+STEP_MARGIN_SECONDS = 120.0
 
 
 class StepKind(ABC):
@@ -98,6 +105,14 @@ class StepKind(ABC):
             f"the bot restarted while '{self.title}' was running, so its result is unknown; "
             f"check the app with `flyctl secrets list -a {ctx.run.app}` before starting a new run"
         )
+
+    def time_limit(self, policy: Policy) -> float:
+        """Return the seconds the step may run before the engine stops it.
+
+        The default allows a few read-only flyctl calls; steps that wait for a rollout or a
+        verification add their own timeouts.
+        """
+        return STEP_MARGIN_SECONDS + 4 * policy.fly.command_timeout
 
     def allowed_users(self, run: RunView, policy: Policy) -> tuple[str, ...]:
         """Return the users who may decide this step when it waits; empty for automatic steps."""

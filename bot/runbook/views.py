@@ -9,6 +9,10 @@ from typing import Protocol
 from bot.runbook.steps import Action
 
 
+# Run statuses after which nothing more happens.
+TERMINAL_STATUSES = ("succeeded", "failed", "denied", "expired")
+
+
 @dataclass(frozen=True)
 class StepView:
     position: int
@@ -38,7 +42,7 @@ class RunView:
     app: str
     requester: str
     reason: str | None
-    status: str  # pending | running | waiting | succeeded | failed | denied
+    status: str  # pending | running | waiting | succeeded | failed | denied | expired
     current_step: int
     outcome: str | None
     secrets: tuple[SecretView, ...]
@@ -52,7 +56,7 @@ class RunView:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("succeeded", "failed", "denied")
+        return self.status in TERMINAL_STATUSES
 
     @property
     def waiting_step(self) -> StepView | None:

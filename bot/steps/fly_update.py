@@ -6,8 +6,9 @@ import logging
 
 from bot.errors import FlyctlError, FlyctlTimeout, SecretbotError, UnsafeValueError
 from bot.flyctl import encode_import
+from bot.policy import Policy
 from bot.runbook.context import StepContext, ValueLostError
-from bot.runbook.steps import Done, Failed, StepKind, StepOutcome
+from bot.runbook.steps import STEP_MARGIN_SECONDS, Done, Failed, StepKind, StepOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,13 @@ class UpdateFlySecrets(StepKind):
     # flyctl may have stored the value before the bot died, so a restart must not simply
     # run it again.
     restartable = False
+
+    def time_limit(self, policy: Policy) -> float:
+        # The wait for another run's change to the same app (its import and verification)
+        # counts too, then this run's own import and its secrets list calls.
+        fly = policy.fly
+        waiting = fly.deploy_timeout + fly.verify_timeout
+        return STEP_MARGIN_SECONDS + waiting + fly.deploy_timeout + 4 * fly.command_timeout
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         app = ctx.run.app

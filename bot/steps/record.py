@@ -11,8 +11,12 @@ class RecordRotation(StepKind):
     title = "Document"
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
-        approvals = [step.actor for step in ctx.run.steps if step.kind == "approval" and step.actor]
-        approver = approvals[0] if approvals else None
+        approvers: list[str] = []
+        for step in ctx.run.steps:
+            if step.kind == "approval" and step.actor:
+                approvers += [decision.user_id for decision in await ctx.decisions(step.position)
+                              if decision.decision == "approve"]
+        approver = approvers[0] if approvers else None
         for secret in ctx.run.secrets:
             await ctx.audit(
                 "secret.rolled_back" if ctx.run.kind == "rollback" else "secret.rotated",
@@ -20,6 +24,7 @@ class RecordRotation(StepKind):
                 secret=secret.name,
                 requested_by=ctx.run.requester,
                 approved_by=approver,
+                approvers=approvers,
                 requested_at=ctx.run.created_at.isoformat(),
                 reason=ctx.run.reason,
                 digest_before=secret.digest_before,

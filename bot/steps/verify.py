@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from bot.flyctl import verify_deployment
+from bot.policy import Policy
 from bot.runbook.context import StepContext
-from bot.runbook.steps import Done, Failed, StepKind, StepOutcome
+from bot.runbook.steps import STEP_MARGIN_SECONDS, Done, Failed, StepKind, StepOutcome
 
 
 class VerifyDeployment(StepKind):
     kind = "verify"
     title = "Verify the deployment"
+
+    def time_limit(self, policy: Policy) -> float:
+        # The last poll may start just before verify_timeout and run three flyctl calls.
+        return STEP_MARGIN_SECONDS + policy.fly.verify_timeout + 3 * policy.fly.command_timeout
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         app = ctx.run.app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -125,3 +127,32 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
         await connection.execute(text("SELECT 1"))
         current = await connection.run_sync(read_revision)
     return current == head
+
+
+@asynccontextmanager
+async def connect_existing(url: str) -> AsyncIterator[AsyncEngine]:
+    """Connect to the bot's database for a command-line tool, which must never create or migrate it.
+
+    Raises StorageError when a SQLite file does not exist (connecting would create an empty
+    one), when the database cannot be reached, or when its schema is not the latest.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database or "")
+        if not path.exists():
+            raise StorageError(
+                f"the SQLite database file {path.resolve()} of DATABASE_URL does not exist; "
+                "check DATABASE_URL, or start the bot once to create it"
+            )
+    engine = create_engine(url)
+    try:
+        try:
+            current = await schema_is_current(engine)
+        except (SQLAlchemyError, OSError) as exc:
+            # The URL may carry a password, so only the error's type is shown.
+            raise StorageError(f"cannot reach the database in DATABASE_URL: {type(exc).__name__}") from exc
+        if not current:
+            raise StorageError("the database schema is not current; start the bot once to migrate it")
+        yield engine
+    finally:
+        await engine.dispose()

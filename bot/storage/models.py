@@ -129,14 +129,17 @@ class Step(Base):
 
 
 class Decision(Base):
-    """A person's decision on a waiting step. The unique key admits only the first one."""
+    """A person's decision on a waiting step. The unique key admits only the first one per round."""
 
     __tablename__ = "decisions"
-    __table_args__ = (UniqueConstraint("run_id", "position", name="uq_decisions_run_position"),)
+    __table_args__ = (UniqueConstraint("run_id", "position", "round", name="uq_decisions_run_position_round"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
+    # 0 for the first decision on a step; a step that waits again (a second approval)
+    # takes its next decision in round 1.
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     user_id: Mapped[str] = mapped_column(String(64))
     # approve | deny | done
     decision: Mapped[str] = mapped_column(String(16))
@@ -267,3 +270,24 @@ class ReminderPost(Base):
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_ts: Mapped[str | None] = mapped_column(String(32))
     items: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SeenRequest(Base):
+    """A signed Slack request or event already handled, so a replay or a retry is not handled again."""
+
+    __tablename__ = "seen_requests"
+
+    # "signature:<v0=...>" for every request, "event:<event_id>" for Events API deliveries.
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class AppLock(Base):
+    """The run changing a Fly app right now; the primary key admits one per app."""
+
+    __tablename__ = "app_locks"
+
+    app: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # No foreign key: a lock is cleared by the next run when its holder has ended.
+    run_id: Mapped[str] = mapped_column(String(32))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
