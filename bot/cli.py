@@ -69,7 +69,23 @@ def check_config() -> None:
     click.echo(f"configuration: {source}")
     click.echo(f"runbook channel: {policy.slack.channel or 'not set'}")
     click.echo(f"approvers: {', '.join(policy.slack.approvers) or 'none'}")
+    click.echo(f"operators: {', '.join(policy.slack.operators) or 'everyone in the workspace'}")
+    slack = policy.slack
+    approvals = "two approvers for high-priority secrets" if slack.two_approvers_for_high else "one approver"
+    self_approval = ", requester may approve" if slack.allow_self_approval else ""
+    click.echo(f"approval: {approvals}{self_approval}; requests expire after {slack.approval_timeout:g} s")
     click.echo(f"apps: {', '.join(policy.fly.apps) or 'none'}")
+    reminders = policy.reminders
+    if policy.reminder_channel is None:
+        click.echo("daily reminder: off (set reminders.channel or slack.channel)")
+    else:
+        click.echo(f"daily reminder: {reminders.time.isoformat()} {reminders.timezone} in {policy.reminder_channel}, "
+                   f"due-soon window {reminders.window_days} days, snooze up to {reminders.max_snooze_days} days"
+                   + (", all-clear on" if reminders.all_clear else ""))
+    inventory = policy.inventory
+    interval = f"every {inventory.sync_interval:g} s" if inventory.sync_interval else "at start-up and on demand only"
+    click.echo(f"inventory sync: {interval}, {inventory.sync_concurrency} flyctl calls at once, "
+               f"unlisted secrets {inventory.default_priority.value} priority")
     for secret in sorted(policy.secrets.values(), key=lambda item: item.name):
         click.echo(
             f"  {secret.name}: {secret.priority.value} (every {secret.priority.interval_days} days), "

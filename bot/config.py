@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 SLACK_CHANNEL_PATTERN = re.compile(r"^[CGD][A-Z0-9]{2,}\Z")
 SLACK_USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,}\Z")
+# A user ID, or a user group ID (S…) whose members bot.people reads from Slack.
+SLACK_PERSON_PATTERN = re.compile(r"^[UWS][A-Z0-9]{2,}\Z")
+PERSON_WHAT = "Slack user ID (U…) or user group ID (S…)"
 
 # Bounds that catch unit mistakes (milliseconds typed as seconds) without second-guessing
 # a team's real needs.
@@ -54,7 +57,7 @@ _TIME_OF_DAY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?\Z
 MAX_SNOOZE_DAYS = 365
 MAX_SYNC_CONCURRENCY = 64
 _SLACK_KEYS = {
-    "channel", "approvers", "security_channel", "compromised_requires_approval", "approval_timeout",
+    "channel", "approvers", "operators", "security_channel", "compromised_requires_approval", "approval_timeout",
     "two_approvers_for_high", "allow_self_approval",
 }
 _FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
@@ -184,7 +187,10 @@ def _read_slack(reader: _Reader, data: dict[str, Any]) -> SlackSettings:
             )
     approvers: tuple[str, ...] = ()
     if "approvers" in data:
-        approvers = reader.string_list(data["approvers"], "slack.approvers", SLACK_USER_PATTERN, "Slack user ID")
+        approvers = reader.string_list(data["approvers"], "slack.approvers", SLACK_PERSON_PATTERN, PERSON_WHAT)
+    operators: tuple[str, ...] = ()
+    if "operators" in data:
+        operators = reader.string_list(data["operators"], "slack.operators", SLACK_PERSON_PATTERN, PERSON_WHAT)
     security_channel = None
     if "security_channel" in data:
         security_channel = reader.string(data["security_channel"], "slack.security_channel")
@@ -199,6 +205,7 @@ def _read_slack(reader: _Reader, data: dict[str, Any]) -> SlackSettings:
     return SlackSettings(
         channel=channel,
         approvers=approvers,
+        operators=operators,
         security_channel=security_channel,
         compromised_requires_approval=requires_approval,
         approval_timeout=approval_timeout,
@@ -438,8 +445,9 @@ def _read_inventory(reader: _Reader, data: dict[str, Any]) -> InventorySettings:
     interval = defaults.sync_interval
     if "sync_interval" in data:
         # 0 is allowed and turns the periodic sync off.
-        interval = 0.0 if type(data["sync_interval"]) is int and data["sync_interval"] == 0 else reader.seconds(data["sync_interval"],
-                                                                         "inventory.sync_interval")
+        value = data["sync_interval"]
+        zero = not isinstance(value, bool) and isinstance(value, (int, float)) and value == 0
+        interval = 0.0 if zero else reader.seconds(value, "inventory.sync_interval")
     priority = defaults.default_priority
     if "default_priority" in data:
         priority = reader.choice(data["default_priority"], "inventory.default_priority", Priority)

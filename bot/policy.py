@@ -68,7 +68,10 @@ class SecretPolicy:
 @dataclass(frozen=True)
 class SlackSettings:
     channel: str | None = None
+    # User IDs (U…, W…) and user group IDs (S…); bot.people expands the groups.
     approvers: tuple[str, ...] = ()
+    # Who may start runbooks, in the same form; empty lets everyone in the workspace.
+    operators: tuple[str, ...] = ()
     # A second channel that hears about every compromised-secret run.
     security_channel: str | None = None
     # A compromised-secret run starts without approval (break-glass) unless this is set.

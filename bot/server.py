@@ -19,6 +19,7 @@ from bot.config import load_policy
 from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
 from bot.inventory import InventorySync
+from bot.people import People
 from bot.policy import Policy
 from bot.reminders.ledger import ReminderLedger
 from bot.reminders.report import Reminder
@@ -34,7 +35,7 @@ from handlers.listeners import register
 from handlers.observer import SlackObserver
 from handlers.reminder_poster import SlackReminderPoster
 from handlers.reminder_views import reminder_text
-from handlers.slack_app import SingleWorkspaceAuthorizer, create_app, create_client
+from handlers.slack_app import SingleWorkspaceAuthorizer, SlackDirectory, create_app, create_client
 from runbooks import RUNBOOKS
 
 logger = logging.getLogger(__name__)
@@ -79,17 +80,18 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
     sealer = Sealer.from_setting(settings.backup_key)
     backups = build_backup_store(settings=settings, policy=policy, sessions=sessions,
                                  sealer=None if sealer.ephemeral else sealer)
-    services = Services(policy=policy, sessions=sessions, flyctl=flyctl, sealer=sealer, redactor=redactor,
-                        backups=backups)
-
     client = create_client(token=token, base_url=settings.slack_api_url)
+    services = Services(policy=policy, sessions=sessions, flyctl=flyctl, sealer=sealer, redactor=redactor,
+                        backups=backups, people=People(directory=SlackDirectory(client)))
+
     authorizer = SingleWorkspaceAuthorizer(client)
     await authorizer.check()
     slack_app = create_app(client=client, authorizer=authorizer)
 
     engine: Engine
     observer = SlackObserver(client=client, sessions=sessions, policy=policy,
-                             load_run=lambda run_id: engine.get_run(run_id))
+                             load_run=lambda run_id: engine.get_run(run_id),
+                             resolved_policy=lambda: services.policy)
     engine = Engine(services=services, runbooks=RUNBOOKS, observer=observer)
     inventory_sync = InventorySync(flyctl=flyctl, sessions=sessions, policy=policy, clock=services.clock)
     register(slack_app, engine=engine, policy=policy, observer=observer, inventory_sync=inventory_sync)

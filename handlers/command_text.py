@@ -53,6 +53,8 @@ USAGES = (
 CANCEL_USAGE = "/secret cancel RUN_ID [reason]"
 _RUN_ID = re.compile(r"^[0-9a-f]{12}\Z")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+# Older dates are typing mistakes (a year like 0202): Fly.io apps, and the secrets on them, are younger.
+EARLIEST_ROTATION_DATE = date(2000, 1, 1)
 # Verbs other than the runbooks, for the "Did you mean" hint.
 OTHER_VERBS = ("cancel", "status", "history", "rotated", "sync", "help")
 # The token that ends the secret names. Every later token except `--app APP` belongs to the reason.
@@ -287,6 +289,10 @@ def _parse_record_date(tokens: list[str], policy: Policy, *, today: date) -> Rec
         raise _usage_error(
             f"{rotated_on.isoformat()} is in the future; give the date on which the secret was last rotated.",
             ROTATED_USAGE)
+    if rotated_on < EARLIEST_ROTATION_DATE:
+        raise _usage_error(
+            f"{rotated_on.isoformat()} is before {EARLIEST_ROTATION_DATE.isoformat()}, which is not a plausible "
+            "rotation date; check the year.", ROTATED_USAGE)
     return RecordDateCommand(name=name, app=app, rotated_on=rotated_on)
 
 

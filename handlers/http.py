@@ -123,8 +123,8 @@ class SlackEndpoint:
                             request.headers.get("X-Slack-Retry-Num", "-"))
                 return web.Response(status=200)
         except SQLAlchemyError as exc:
-            # Without the ledger a replay cannot be told apart, so nothing is handled.
-            logger.error("cannot record the request as seen (%s); answering 503", type(exc).__name__)
+            # Without the ledger a replay cannot be recognised, so nothing is handled.
+            logger.error("cannot record the request as seen (%s); returning 503", type(exc).__name__)
             return web.json_response({"error": "temporarily unavailable"}, status=503)
         return None
 

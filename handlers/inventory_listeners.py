@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.errors import CommandError, SecretbotError
-from bot.inventory import SecretStatus, assess
+from bot.inventory import assess
 from bot.inventory.sync import InventorySync
 from bot.overview import by_urgency, open_runs, secret_history
 from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
@@ -79,7 +79,8 @@ class InventoryCommands:
         if isinstance(parsed, SyncCommand):
             await self.sync(parsed, ack=ack, respond=respond)
             return
-        if isinstance(parsed, RecordDateCommand) and user_id not in self.policy.slack.approvers:
+        approvers = (await self.engine.services.refresh_people()).slack.approvers
+        if isinstance(parsed, RecordDateCommand) and user_id not in approvers:
             logger.info("rotation date rejected: not an approver user=%s app=%s secret=%s",
                         user_id, parsed.app, parsed.name)
             await ack(response_type="ephemeral", text=status_views.approvers_only_reply(self.policy.slack.approvers))
@@ -126,6 +127,10 @@ class InventoryCommands:
     async def record_date(self, parsed: RecordDateCommand, *, user_id: str) -> tuple[str, list[dict[str, Any]]]:
         inventory = self.engine.services.inventory
         row = await inventory.get(parsed.app, parsed.name)
+        if (row is None or row.removed_at is not None) and self.inventory_sync is not None:
+            # The secret may have been set on Fly since the last sync; read the app's list before rejecting.
+            await self.inventory_sync.sync_app(parsed.app)
+            row = await inventory.get(parsed.app, parsed.name)
         if row is None and parsed.name not in self.policy.secrets:
             raise unknown_secret_error(parsed.name, await self._known_names(parsed.app), app=parsed.app,
                                        usage=ROTATED_USAGE)
@@ -180,8 +185,6 @@ class InventoryCommands:
         logger.info("rotation requested from a button user=%s app=%s secrets=%s", user_id, parsed.app,
                     ",".join(parsed.names))
         await self.start_rotation(parsed, user_id=user_id, engine=self.engine, observer=self.observer, reply=reply)
-        if _from_view(body):
-            await self.publish_home(user_id, client)
 
     async def snooze_clicked(self, body: dict[str, Any], action: dict[str, Any], *, reply: Reply,
                              client: AsyncWebClient) -> None:
@@ -232,6 +235,14 @@ class InventoryCommands:
             await ack(response_action="errors", errors=form)
             return
 
+        operators = (await self.engine.services.refresh_people()).slack.operators
+        if operators and user_id not in operators:
+            # Snoozing defers a rotation, so it needs the right to start one.
+            logger.info("snooze rejected: not an operator user=%s app=%s secret=%s", user_id, target.app, target.name)
+            await ack(response_action="errors", errors={
+                status_views.SNOOZE_DAYS_BLOCK: "Only the operators in slack.operators can snooze a reminder."})
+            return
+
         # The write takes milliseconds, and a failure can only be shown in the acknowledgement.
         days, reason = form
         try:
@@ -242,6 +253,11 @@ class InventoryCommands:
                            type(exc).__name__)
             await ack(response_action="errors", errors={
                 status_views.SNOOZE_DAYS_BLOCK: "The snooze could not be saved; nothing was changed. Try again."})
+            return
+        except CommandError as exc:
+            logger.info("snooze rejected app=%s secret=%s user=%s: not listed on Fly", target.app, target.name,
+                        user_id)
+            await ack(response_action="errors", errors={status_views.SNOOZE_DAYS_BLOCK: str(exc)})
             return
         await ack()
         await self._confirm_snooze(client, user_id, target,
@@ -263,8 +279,11 @@ class InventoryCommands:
             logger.warning("snooze confirmation not sent app=%s secret=%s error=%s", target.app, target.name,
                            type(exc).__name__)
 
-    async def publish_home(self, user_id: str, client: AsyncWebClient) -> None:
-        """Publish the Home tab with the current inventory and open runs, read afresh each time."""
+    async def publish_home(self, user_id: str, client: AsyncWebClient, *, notice: str | None = None) -> None:
+        """Publish the Home tab with the current inventory and open runs, read afresh each time.
+
+        `notice` is the answer to the clicker's last Home tab button, shown at the top.
+        """
         try:
             statuses = by_urgency(await self.engine.services.inventory.statuses())
             runs = await open_runs(self.engine.services.sessions)
@@ -276,17 +295,14 @@ class InventoryCommands:
         links = await asyncio.gather(*(self.observer.permalink(run.id) for run in shown_runs))
         view = status_views.home_view(
             statuses, runs, permalinks=dict(zip((run.id for run in shown_runs), links, strict=True)),
-            rotate_action_id=HOME_ROTATE_ACTION_ID, can_rotate=self._can_rotate,
-            now=self.engine.services.clock.now())
+            rotate_action_id=HOME_ROTATE_ACTION_ID, can_rotate=lambda status: status.rotatable,
+            now=self.engine.services.clock.now(), notice=notice)
         try:
             await client.views_publish(user_id=user_id, view=view)
         except SLACK_FAILURES as exc:
             logger.warning("views.publish failed user=%s error=%s", user_id, type(exc).__name__)
             return
         logger.info("home tab published user=%s secrets=%d open_runs=%d", user_id, len(statuses), len(runs))
-
-    def _can_rotate(self, status: SecretStatus) -> bool:
-        return status.app in self.policy.fly.apps and status.name in self.policy.secrets
 
 
 def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
@@ -296,7 +312,19 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
     async def rotate_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                             respond: AsyncRespond | None = None) -> None:
         await ack()
-        await commands.rotate_clicked(body, action, reply=_clicker_reply(body, respond, client), client=client)
+        if not _from_view(body):
+            await commands.rotate_clicked(body, action, reply=_clicker_reply(body, respond, client), client=client)
+            return
+        # A Home tab click has no response_url; the answer is shown at the top of the tab.
+        notices: list[str] = []
+
+        async def note(text: str) -> None:
+            notices.append(text)
+
+        await commands.rotate_clicked(body, action, reply=note, client=client)
+        user_id = _user_id(body)
+        if user_id is not None:
+            await commands.publish_home(user_id, client, notice="\n".join(notices) or None)
 
     @app.action(SNOOZE_ACTION_ID)
     async def snooze_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
@@ -337,9 +365,9 @@ def _split_target(value: Any) -> tuple[str, str] | None:
 
 
 def _clicker_reply(body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient) -> Reply:
-    """Answer the clicker alone: in the channel through the response_url, or from the Home tab by direct message.
+    """Answer the clicker alone: in the channel through the response_url, or else by direct message.
 
-    A click on the Home tab carries no response_url, so bolt gives no `respond`.
+    A click in a view carries no response_url, so bolt gives no `respond`.
     """
     user_id = _user_id(body)
 

@@ -199,6 +199,10 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             await respond(response_type="ephemeral", replace_original=False,
                           text=messages.already_open_reply(result.secret, run.app, link))
             return
+        if isinstance(result, Rejected):
+            await respond(response_type="ephemeral", replace_original=False,
+                          text=messages.rejected_reply(result.reason))
+            return
         link = await observer.permalink(result.run.id)
         await observer.reply(run.id, messages.rollback_started_reply(user_id, link))
         await respond(response_type="ephemeral", replace_original=False, text=messages.started_reply(result.run, link))
@@ -249,7 +253,8 @@ async def _recovery_target(
     run = await engine.get_run(run_id)
     if run is None or not messages.offers_recovery(run):
         return f"run {run_id} did not fail verification, so there is nothing to roll back"
-    if user_id not in (run.requester, *policy.slack.approvers):
+    approvers = (await engine.services.refresh_people()).slack.approvers
+    if user_id not in (run.requester, *approvers):
         return "only the requester or an approver can do this"
     return run, user_id
 
@@ -270,6 +275,9 @@ async def _start_rotation(
     if isinstance(result, AlreadyOpen):
         link = await observer.permalink(result.run_id)
         await reply(messages.already_open_reply(result.secret, parsed.app, link))
+        return
+    if isinstance(result, Rejected):
+        await reply(messages.rejected_reply(result.reason))
         return
     error = observer.post_errors.pop(result.run.id, None)
     if error is not None:

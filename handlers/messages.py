@@ -60,6 +60,9 @@ def truncate(text: str, limit: int) -> str:
 
 
 def mention(user_id: str) -> str:
+    """Return Slack's mention of a user, or of a user group for an S… ID."""
+    if user_id.startswith("S"):
+        return f"<!subteam^{user_id}>"
     return f"<@{user_id}>"
 
 

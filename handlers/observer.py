@@ -30,11 +30,15 @@ class SlackObserver:
         sessions: async_sessionmaker[AsyncSession],
         policy: Policy,
         load_run: Callable[[str], Awaitable[RunView | None]],
+        resolved_policy: Callable[[], Policy] | None = None,
     ) -> None:
         self.client = client
         self.sessions = sessions
         self.policy = policy
         self.load_run = load_run
+        # The policy with user groups expanded, for membership checks; the file's own
+        # entries (groups included) are what the messages name.
+        self.resolved_policy = resolved_policy or (lambda: policy)
         # Parent updates for one run are sent one at a time and always render the latest
         # state, because chat.update has no version check and two updates can cross.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -83,7 +87,7 @@ class SlackObserver:
 
     async def _announce_incident(self, run: RunView) -> None:
         break_glass = (not self.policy.slack.compromised_requires_approval
-                       and run.requester in self.policy.slack.approvers)
+                       and run.requester in self.resolved_policy().slack.approvers)
         await self._reply(run.id, messages.approvers_notice(run, self.policy.slack.approvers, break_glass=break_glass))
         security = self.policy.slack.security_channel
         if security is None:

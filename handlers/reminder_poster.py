@@ -7,6 +7,7 @@ is posted again as plain text, so a layout problem never costs the reminder itse
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -27,7 +28,8 @@ class SlackReminderPoster:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
 
-    async def post(self, reminder: Reminder, *, channel: str) -> PostedReminder:
+    async def post(self, reminder: Reminder, *, channel: str,
+                   on_parent: Callable[[str], Awaitable[None]] | None = None) -> PostedReminder:
         """Post the parent message and its thread replies; raise ReminderPostError if the parent fails.
 
         A failed reply is logged and skipped, because the parent is already in the
@@ -35,6 +37,8 @@ class SlackReminderPoster:
         """
         messages = reminder_views.reminder_messages(reminder)
         parent_ts = await self._post(messages[0], channel=channel, thread_ts=None, part=1)
+        if on_parent is not None:
+            await on_parent(parent_ts)
         for part, message in enumerate(messages[1:], start=2):
             try:
                 await self._post(message, channel=channel, thread_ts=parent_ts, part=part)

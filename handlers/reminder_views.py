@@ -174,17 +174,24 @@ def _line_text(status: SecretStatus) -> str:
 
 def _line_blocks(reminder: Reminder, status: SecretStatus, line_number: int) -> list[dict[str, Any]]:
     value = button_value(status.app, status.name)
+    elements: list[dict[str, Any]] = []
+    text = _line_text(status)
+    if status.rotatable:
+        elements.append({"type": "button", "action_id": ROTATE_ACTION_ID, "style": "primary", "value": value,
+                         "text": {"type": "plain_text", "text": "Rotate now"}})
+    else:
+        # The rotation runbook needs to know how the value is made, so it cannot start.
+        missing = [] if status.known_secret else [f"a `[secrets.{status.name}]` table"]
+        missing += [] if status.known_app else [f"`{status.app}` to `fly.apps`"]
+        text += f"\n_To rotate it from Slack, add {' and '.join(missing)} in secretbot.toml._"
+    elements.append({"type": "button", "action_id": SNOOZE_ACTION_ID, "value": value,
+                     "text": {"type": "plain_text", "text": "Snooze"}})
     buttons = {
         "type": "actions",
         "block_id": f"{BLOCK_ID_PREFIX}{reminder.local_date:%Y-%m-%d}:{line_number}",
-        "elements": [
-            {"type": "button", "action_id": ROTATE_ACTION_ID, "style": "primary", "value": value,
-             "text": {"type": "plain_text", "text": "Rotate now"}},
-            {"type": "button", "action_id": SNOOZE_ACTION_ID, "value": value,
-             "text": {"type": "plain_text", "text": "Snooze"}},
-        ],
+        "elements": elements,
     }
-    return [_section(_line_text(status)), buttons]
+    return [_section(text), buttons]
 
 
 def _compact_blocks(rest: list[SecretStatus]) -> list[dict[str, Any]]:

@@ -94,3 +94,17 @@ def create_app(*, client: AsyncWebClient, authorizer: SingleWorkspaceAuthorizer)
         name="secretbot",
         logger=logging.getLogger("slack_bolt"),
     )
+
+
+class SlackDirectory:
+    """Reads user group members with `usergroups.users.list` (scope usergroups:read)."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+
+    async def group_members(self, group_id: str) -> frozenset[str]:
+        response = await self.client.usergroups_users_list(usergroup=group_id)
+        users = response.get("users")
+        if not isinstance(users, list) or not all(isinstance(user, str) for user in users):
+            raise ValueError(f"usergroups.users.list for {group_id} returned no list of user IDs")
+        return frozenset(users)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -320,6 +321,16 @@ def _input_value(state_values: Mapping[str, Any], block_id: str, action_id: str)
     return value.strip() if isinstance(value, str) else ""
 
 
+def _clean_text(text: str) -> str:
+    """Drop control and format characters (escape sequences, bidirectional overrides) except line breaks.
+
+    The reason is shown in Slack, stored in the audit log and printed in terminals, where
+    such characters would hide or reorder its text.
+    """
+    kept = (char for char in text if char == "\n" or unicodedata.category(char) not in ("Cc", "Cf"))
+    return "".join(kept).strip()
+
+
 def read_snooze_form(state_values: Mapping[str, Any], *, max_days: int,
                      reason_required: bool) -> tuple[int, str | None] | dict[str, str]:
     """Return (days, reason) from a submitted Snooze form, or the inline errors by block_id."""
@@ -329,7 +340,7 @@ def read_snooze_form(state_values: Mapping[str, Any], *, max_days: int,
     if days is None or not 1 <= days <= max_days:
         errors[SNOOZE_DAYS_BLOCK] = f"Enter a whole number of days from 1 to {max_days}; the cap is {max_days} days."
 
-    reason = _input_value(state_values, SNOOZE_REASON_BLOCK, SNOOZE_REASON_ACTION) or None
+    reason = _clean_text(_input_value(state_values, SNOOZE_REASON_BLOCK, SNOOZE_REASON_ACTION)) or None
     if reason is None and reason_required:
         errors[SNOOZE_REASON_BLOCK] = "A reason is required for a snooze (reminders.snooze_reason_required)."
     problem = reason_problem(reason) if reason is not None else None
@@ -362,7 +373,7 @@ def _run_line(run: OpenRun, permalink: str | None) -> str:
 
 def home_view(statuses: list[SecretStatus], runs: list[OpenRun], *, permalinks: Mapping[str, str | None],
               rotate_action_id: str, can_rotate: Callable[[SecretStatus], bool],
-              now: datetime) -> dict[str, Any]:
+              now: datetime, notice: str | None = None) -> dict[str, Any]:
     """Build the Home tab: open runs, overdue secrets with a Rotate button each, then every secret.
 
     `statuses` are sorted most urgent first. Secrets that `can_rotate` rejects (not in
@@ -373,6 +384,8 @@ def home_view(statuses: list[SecretStatus], runs: list[OpenRun], *, permalinks: 
         context(f"{len(statuses)} secret(s): {_counts_text(statuses) or 'none yet'} · "
                 f"updated {now:%Y-%m-%d %H:%M} UTC"),
     ]
+    if notice:
+        blocks.append(section(notice))
 
     run_lines = [_run_line(run, permalinks.get(run.id)) for run in runs[:MAX_HOME_RUNS]]
     if len(runs) > MAX_HOME_RUNS:

@@ -33,9 +33,14 @@ CHANNEL = "C0123OPS"
 WINDOW = 7
 
 
+# Every app the tests name; a secret on an app outside fly.apps gets no Rotate now button.
+APPS = ("app-a", "app-b", "app-c", "app-0", "app-1", "app-2", "app-3", "app-4")
+
+
 @pytest.fixture
 def policy() -> Policy:
-    return replace(builtin_policy(), reminders=ReminderSettings(window_days=WINDOW))
+    base = builtin_policy()
+    return replace(base, reminders=ReminderSettings(window_days=WINDOW), fly=replace(base.fly, apps=APPS))
 
 
 def status(policy: Policy, app: str, name: str, *, age_days: float, **fields: Any) -> SecretStatus:
@@ -248,3 +253,21 @@ async def test_unknown_channel_raises(policy: Policy, slack: SlackStandin) -> No
     reminder = reminder_of([status(policy, "app-a", "JWT_SECRET", age_days=40)])
     with pytest.raises(ReminderPostError, match="channel_not_found"):
         await poster_for(slack).post(reminder, channel="C0MISSING")
+
+
+def test_unconfigured_secret_has_no_rotate_button(policy: Policy) -> None:
+    reminder = reminder_of([
+        status(policy, "app-a", "DATABASE_URL", age_days=400),
+        status(policy, "app-a", "JWT_SECRET", age_days=40),
+    ])
+    rows = {block["elements"][-1]["value"]: [element["action_id"] for element in block["elements"]]
+            for block in all_blocks(reminder) if block["type"] == "actions"}
+    assert rows["app-a:DATABASE_URL"] == [SNOOZE_ACTION_ID]
+    assert rows["app-a:JWT_SECRET"] == [ROTATE_ACTION_ID, SNOOZE_ACTION_ID]
+    assert any("[secrets.DATABASE_URL]" in text for text in line_texts(reminder))
+
+
+def test_unconfigured_app_has_no_rotate_button(policy: Policy) -> None:
+    reminder = reminder_of([status(policy, "retired-app", "JWT_SECRET", age_days=40)])
+    [row] = [block for block in all_blocks(reminder) if block["type"] == "actions"]
+    assert [element["action_id"] for element in row["elements"]] == [SNOOZE_ACTION_ID]

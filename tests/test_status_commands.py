@@ -275,3 +275,23 @@ def test_snooze_form_key_in_reason_rejected() -> None:
     errors = read_snooze_form(form("3", "new key is sk-proj-" + "a" * 40), max_days=14, reason_required=False)
     assert isinstance(errors, dict)
     assert "key or token" in errors[SNOOZE_REASON_BLOCK]
+
+
+def test_snooze_reason_control_characters_dropped() -> None:
+    reason = "vendor \u202edelay\u202c\x1b[31m red\nnext line"
+    days, cleaned = read_snooze_form(form("3", reason), max_days=14, reason_required=False)  # type: ignore[misc]
+    assert days == 3
+    assert cleaned == "vendor delay[31m red\nnext line"
+
+
+def test_snooze_reason_only_controls_counts_as_missing() -> None:
+    errors = read_snooze_form(form("3", "\u200b\u202e"), max_days=14, reason_required=True)
+    assert isinstance(errors, dict)
+    assert "required" in errors[SNOOZE_REASON_BLOCK]
+
+
+@pytest.mark.parametrize("when", ["0001-01-01", "1999-12-31"])
+def test_rotated_implausible_year_rejected(when: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(f"rotated JWT_SECRET {when}", POLICY)
+    assert "not a plausible rotation date" in str(info.value)

@@ -188,9 +188,13 @@ async def test_sync_reports_each_app(bot: BotProcess, driver: SlackDriver, slack
 
     lines = reply.text.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f":white_check_mark: {APP}: 5 secret(s), 1 appeared")
+    # The start-up reminder also syncs, and may be the one that sees NEW_SECRET first.
+    assert lines[0].startswith(f":white_check_mark: {APP}: 5 secret(s), ")
     assert lines[1].startswith(":white_check_mark: hotel-staging: 1 secret(s), 0 appeared")
     assert query(bot.database_path, "SELECT * FROM inventory WHERE name = 'NEW_SECRET'") != []
+    appeared = query(bot.database_path, "SELECT id FROM audit_log WHERE event = 'inventory.appeared' "
+                                        "AND secret = 'NEW_SECRET'")
+    assert len(appeared) == 1
 
 
 async def test_cli_status_prints_table(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:

@@ -78,8 +78,7 @@ async def test_second_approvals_race_one_wins(two_approver_bot: BotProcess, slac
     await asyncio.sleep(1.5)
     await wait_for_buttons(slack, parent, "step_approve")
 
-    # The requester is an approver too but may not approve their own run; the third approver
-    # and a deny from the first one's colleague arrive together.
+    # The third approver's Approve and Deny arrive together, so only one can be the second decision.
     await asyncio.gather(
         driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=THIRD_APPROVER),
         driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_deny", user_id=THIRD_APPROVER),

@@ -50,6 +50,10 @@ class SecretStatus:
     snooze_reason: str | None = None
     open_run_id: str | None = None
     last_run_id: str | None = None
+    # Whether the policy describes the secret (how its value is made) and lists its app in
+    # fly.apps. A rotation can be started only when both are true.
+    known_secret: bool = True
+    known_app: bool = True
 
     @property
     def age_days(self) -> int:
@@ -69,6 +73,10 @@ class SecretStatus:
     def days_until_due(self) -> int:
         """Whole days left before the due time; 0 when less than a day is left or it is past."""
         return max(0, (self.due_at - self.now).days)
+
+    @property
+    def rotatable(self) -> bool:
+        return self.known_secret and self.known_app
 
     @property
     def staged(self) -> bool:
@@ -119,14 +127,16 @@ def assess(row: InventorySecret, *, policy: Policy, now: datetime, open_run_id: 
         snooze_reason=row.snooze_reason,
         open_run_id=open_run_id,
         last_run_id=row.last_run_id,
+        known_secret=policy.secret(row.name) is not None,
+        known_app=row.app in policy.fly.apps,
     )
 
 
 def reminder_section(status: SecretStatus, *, window_days: int) -> State | None:
     """Return where the daily reminder lists a secret (overdue or due soon), or None to leave it out.
 
-    Snoozed secrets and those with a rotation already running are left out of both lists;
-    a staged secret is listed by its due date like any other.
+    Snoozed secrets and those with a rotation already running are left out of both lists.
+    A staged secret is listed by its due date like any other.
     """
     if status.open_run_id is not None or status.snoozed:
         return None

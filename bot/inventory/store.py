@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
 from bot.clock import Clock, SystemClock
+from bot.errors import CommandError
 from bot.inventory.schedule import SecretStatus, assess
 from bot.policy import Policy
 from bot.storage.models import InventorySecret, RunSecret
@@ -85,7 +86,7 @@ class InventoryStore:
         """Record the real date of the last rotation, given by an operator, with an audit record."""
 
         async def change(session: AsyncSession) -> None:
-            row = await _row_for_update(session, app, name, self.clock.now())
+            row = await _listed_row(session, app, name)
             row.last_rotated_at = rotated_at
             row.rotation_source = "operator"
 
@@ -99,7 +100,7 @@ class InventoryStore:
         until = self.clock.now() + timedelta(days=days)
 
         async def change(session: AsyncSession) -> None:
-            row = await _row_for_update(session, app, name, self.clock.now())
+            row = await _listed_row(session, app, name)
             row.snoozed_until = until
             row.snoozed_by = actor
             row.snooze_reason = reason
@@ -109,6 +110,16 @@ class InventoryStore:
         await audit.append_with(self.sessions, [entry], change)
         logger.info("reminder snoozed app=%s secret=%s days=%d user=%s", app, name, days, actor)
         return until
+
+
+async def _listed_row(session: AsyncSession, app: str, name: str) -> InventorySecret:
+    """Return the inventory row of a secret that the last sync saw on Fly, or raise CommandError."""
+    row = await session.scalar(
+        select(InventorySecret).where(InventorySecret.app == app, InventorySecret.name == name))
+    if row is None or row.removed_at is not None:
+        raise CommandError(f"{name} is not set on {app} according to the last `flyctl secrets list`, "
+                           "so nothing was recorded; set it on Fly first, or check the app")
+    return row
 
 
 async def _row_for_update(session: AsyncSession, app: str, name: str, now: datetime) -> InventorySecret:

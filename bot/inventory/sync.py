@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
@@ -28,7 +28,7 @@ from bot.errors import SecretbotError, StorageError
 from bot.flyctl import FlyctlClient, FlySecret
 from bot.inventory.schedule import STAGED_STATUS
 from bot.policy import Policy
-from bot.storage.models import InventorySecret, RunSecret
+from bot.storage.models import InventoryApp, InventorySecret, RunSecret
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,14 @@ class InventorySync:
 async def _apply_listing(session: AsyncSession, *, app: str, secrets: dict[str, FlySecret],
                          now: datetime) -> _Changes:
     """Bring one app's inventory rows in line with its listing, and return what changed."""
+    # Written before anything is read: a second sync of the same app waits here (row lock on
+    # PostgreSQL, the write lock on SQLite) until the first commits, then reads its result.
+    marked = await session.execute(update(InventoryApp).where(InventoryApp.app == app).values(synced_at=now))
+    if marked.rowcount == 0:  # type: ignore[attr-defined]
+        # Two first syncs collide on the primary key; audit.append_with retries the loser.
+        session.add(InventoryApp(app=app, synced_at=now))
+        await session.flush()
+
     rows = {row.name: row for row in await session.scalars(select(InventorySecret).where(InventorySecret.app == app))}
     first_sync = not rows
     open_runs = {
@@ -193,15 +201,15 @@ async def _apply_listing(session: AsyncSession, *, app: str, secrets: dict[str, 
         for name, run_id in await session.execute(
             select(RunSecret.name, RunSecret.run_id).where(RunSecret.app == app, RunSecret.open.is_(True)))
     }
-    # The digest each past run left, so that a run's change is recognised even if the
-    # sync reads it before the run's verify step has recorded the rotation.
-    run_digests: dict[tuple[str, str], str] = {}
+    # The digest the latest run of each secret left, so that a run's change is recognised
+    # even if the sync reads it before the run's verify step has recorded the rotation.
+    # Only the latest counts: an older run's value put back by hand is an outside change.
+    latest_runs: dict[str, tuple[str, str]] = {}
     for name, digest, run_id in await session.execute(
             select(RunSecret.name, RunSecret.digest_after, RunSecret.run_id)
             .where(RunSecret.app == app, RunSecret.digest_after.is_not(None))
             .order_by(RunSecret.id)):
-        if digest is not None:
-            run_digests[(name, digest)] = run_id
+        latest_runs[name] = (digest, run_id)
 
     changes = _Changes()
     for name, secret in sorted(secrets.items()):
@@ -229,8 +237,10 @@ async def _apply_listing(session: AsyncSession, *, app: str, secrets: dict[str, 
             # A row that a run or an operator created before any sync saw the secret.
             row.digest = secret.digest
         elif row.digest != secret.digest:
-            _record_new_digest(row, secret, now=now, open_run_id=open_runs.get(name),
-                               run_id=run_digests.get((name, secret.digest)), changes=changes)
+            latest = latest_runs.get(name)
+            run_id = latest[1] if latest is not None and latest[0] == secret.digest else None
+            _record_new_digest(row, secret, now=now, open_run_id=open_runs.get(name), run_id=run_id,
+                               changes=changes)
 
     for name, row in sorted(rows.items()):
         if name in secrets or row.removed_at is not None:

@@ -43,8 +43,13 @@ class PostedReminder:
 class ReminderPoster(Protocol):
     """The destination of the reminder; handlers.reminder_poster implements it for Slack."""
 
-    async def post(self, reminder: Reminder, *, channel: str) -> PostedReminder:
-        """Post the reminder in `channel`; raise ReminderPostError when its first message is rejected."""
+    async def post(self, reminder: Reminder, *, channel: str,
+                   on_parent: Callable[[str], Awaitable[None]] | None = None) -> PostedReminder:
+        """Post the reminder in `channel`; raise ReminderPostError when its first message is rejected.
+
+        `on_parent` is awaited with the first message's ts as soon as Slack accepts it,
+        before any thread reply is sent.
+        """
         ...
 
 
@@ -120,13 +125,17 @@ class ReminderScheduler:
                         channel, local_date, len(reminder.snoozed))
             return SendResult(channel=channel, local_date=local_date, outcome=EMPTY)
 
+        async def parent_posted(message_ts: str) -> None:
+            # Marked before the thread replies, so a stop while they are sent (SIGTERM on a
+            # deploy) does not leave a claim that another process takes over and posts again.
+            await self.ledger.mark_posted(claim, message_ts=message_ts, items=reminder.items)
+
         try:
-            posted = await self.poster.post(reminder, channel=channel)
+            posted = await self.poster.post(reminder, channel=channel, on_parent=parent_posted)
         except ReminderPostError as exc:
             logger.error("reminder post failed channel=%s date=%s error=%s; retried after the claim expires",
                          channel, local_date, exc)
             raise
-        await self.ledger.mark_posted(claim, message_ts=posted.message_ts, items=reminder.items)
         logger.info("reminder posted channel=%s date=%s overdue=%d due_soon=%d snoozed=%d messages=%d ts=%s",
                     channel, local_date, len(reminder.overdue), len(reminder.due_soon), len(reminder.snoozed),
                     posted.messages, posted.message_ts)

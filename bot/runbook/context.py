@@ -17,6 +17,7 @@ from bot.backups import BackupStore
 from bot.clock import Clock, SystemClock
 from bot.flyctl import FlyctlClient, Redactor
 from bot.inventory import InventoryStore
+from bot.people import People
 from bot.policy import Policy
 from bot.runbook.views import TERMINAL_STATUSES, RunView
 from bot.sealing import SealError, Sealer
@@ -84,7 +85,11 @@ class AppLocks:
 
 @dataclass
 class Services:
-    """Long-lived dependencies shared by every run."""
+    """Long-lived dependencies shared by every run.
+
+    `policy` has the user groups in slack.approvers and slack.operators expanded into
+    user IDs as of the last `refresh_people()`; `configured_policy` is the file as read.
+    """
 
     policy: Policy
     sessions: async_sessionmaker[AsyncSession]
@@ -93,12 +98,20 @@ class Services:
     redactor: Redactor
     backups: BackupStore
     clock: Clock = field(default_factory=SystemClock)
+    people: People = field(default_factory=People)
     app_locks: AppLocks = field(init=False)
     inventory: InventoryStore = field(init=False)
+    configured_policy: Policy = field(init=False)
 
     def __post_init__(self) -> None:
+        self.configured_policy = self.policy
         self.app_locks = AppLocks(self.sessions)
         self.inventory = InventoryStore(sessions=self.sessions, policy=self.policy, clock=self.clock)
+
+    async def refresh_people(self) -> Policy:
+        """Re-read stale user groups and return the policy with them expanded."""
+        self.policy = await self.people.resolve(self.configured_policy)
+        return self.policy
 
 
 @dataclass

@@ -72,7 +72,7 @@ class AlreadyDecided:
     decided_at: datetime
 
 
-StartResult = Started | AlreadyOpen
+StartResult = Started | AlreadyOpen | Rejected
 SubmitResult = Accepted | Rejected | AlreadyDecided | Invalid
 
 
@@ -96,6 +96,12 @@ class Engine:
         reason: str | None,
         origin: str = "slack",
     ) -> StartResult:
+        """Create a run and show it, unless one is open on the same secrets or the requester may not start one."""
+        policy = await self.services.refresh_people()
+        if policy.slack.operators and requester not in policy.slack.operators:
+            logger.info("run start rejected: not an operator user=%s kind=%s app=%s", requester, kind, app)
+            return Rejected("only the operators listed in slack.operators can start a runbook; "
+                            "ask one of them, or an admin of secretbot.toml")
         with self._tracked():
             return await self._start_run(kind=kind, app=app, secret_names=secret_names, requester=requester,
                                          reason=reason, origin=origin)
@@ -154,6 +160,8 @@ class Engine:
 
     async def advance(self, run_id: str) -> None:
         """Run automatic steps until the run waits for a person or ends."""
+        # An approval step lists who may decide, so the groups are read before it runs.
+        await self.services.refresh_people()
         lock = self._run_locks.setdefault(run_id, asyncio.Lock())
         async with lock:
             while True:
@@ -261,7 +269,11 @@ class Engine:
             await self._notify(self.observer.run_finished, view)
 
     async def _finish(self, run_id: str, *, position: int, outcome: Failed, actor: str | None = None) -> None:
-        status = "denied" if outcome.denied else "expired" if outcome.expired else "failed"
+        status = "failed"
+        if outcome.denied:
+            status = "denied"
+        elif outcome.expired:
+            status = "expired"
         async with self.services.sessions.begin() as session:
             await _set_step(session, run_id, position, status="failed", detail=outcome.reason, actor=actor,
                             finished_at=utcnow())
@@ -292,12 +304,14 @@ class Engine:
 
         The decision takes effect in the background, so a front end can respond at once.
         """
+        await self.services.refresh_people()
         with self._tracked():
             return await self._submit(run_id=run_id, position=position, action=action, user_id=user_id,
                                       values=values)
 
     async def check_answer(self, *, run_id: str, position: int, user_id: str) -> tuple[RunView, StepKind] | Rejected:
         """Return the run and step kind if `user_id` may decide the waiting step, or the reason they may not."""
+        await self.services.refresh_people()
         view = await self.get_run(run_id)
         if view is None or not 0 <= position < len(view.steps):
             return Rejected(f"run {run_id} has no step {position}")
@@ -319,7 +333,7 @@ class Engine:
 
         step = view.steps[position]
         if view.finished or step.status != "waiting":
-            # The usual cause is a decision taken a moment ago; the clicker is told whose.
+            # The usual cause is a decision taken a moment ago, so the reply names who took it.
             earlier = await self._decision(run_id, position)
             if earlier is not None:
                 return earlier
@@ -576,6 +590,7 @@ class Engine:
         Without `force`, a step that is running is left to finish first, because it may be
         changing the app.
         """
+        await self.services.refresh_people()
         with self._tracked():
             view = await self.get_run(run_id)
             if view is None:

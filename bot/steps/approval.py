@@ -28,7 +28,7 @@ class Approval(StepKind):
         return tuple(user for user in policy.slack.approvers if user != run.requester)
 
     def approvals_needed(self, run: RunView, policy: Policy) -> int:
-        """Return 2 for a run on a high-priority secret when the policy asks for two approvers, else 1."""
+        """Return 2 for a run on a high-priority secret when the policy requires two approvers, else 1."""
         high = any(policy.priority_of(name) is Priority.HIGH for name in run.secret_names)
         return 2 if policy.slack.two_approvers_for_high and high else 1
 

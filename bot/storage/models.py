@@ -291,3 +291,13 @@ class AppLock(Base):
     # No foreign key: a lock is cleared by the next run when its holder has ended.
     run_id: Mapped[str] = mapped_column(String(32))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InventoryApp(Base):
+    """One configured app's last inventory sync. Each sync updates this row first, which
+    makes two syncs of the same app take turns instead of both recording one change."""
+
+    __tablename__ = "inventory_apps"
+
+    app: Mapped[str] = mapped_column(String(64), primary_key=True)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
