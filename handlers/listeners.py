@@ -18,10 +18,9 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import CommandError, SecretbotError
+from bot.errors import CommandError
 from bot.inventory.sync import InventorySync
 from bot.policy import Policy
-from bot.runbook.views import RunView
 from bot.runbook.engine import Accepted, AlreadyDecided, AlreadyOpen, Engine, Invalid, Rejected
 from handlers import messages
 from handlers.command_text import (
@@ -37,6 +36,7 @@ from handlers.command_text import (
 )
 from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
 from handlers.observer import SlackObserver
+from handlers.recovery_listeners import register_recovery
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     inventory = InventoryCommands(engine=engine, policy=policy, observer=observer, inventory_sync=inventory_sync,
                                   start_rotation=_start_rotation)
     register_inventory(app, inventory)
+    register_recovery(app, engine=engine, observer=observer)
 
     @app.command("/secret")
     async def secret_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
@@ -178,85 +179,12 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
         else:
             await ack()
 
-    @app.action(messages.ROLLBACK_ACTION_ID)
-    async def rollback_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                              respond: AsyncRespond) -> None:
-        await ack()
-        checked = await _recovery_target(body, action, engine=engine, policy=policy)
-        if isinstance(checked, str):
-            await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(checked))
-            return
-        run, user_id = checked
-        missing = await _names_without_verified_backup(engine, run)
-        if missing:
-            await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(
-                f"no backup of {', '.join(missing)} was ever verified on Fly, so there is nothing to roll back to"))
-            return
-        result = await engine.start_run(kind="rollback", app=run.app, secret_names=run.secret_names,
-                                        requester=user_id, reason=f"roll back after run {run.id} failed verification")
-        if isinstance(result, AlreadyOpen):
-            link = await observer.permalink(result.run_id)
-            await respond(response_type="ephemeral", replace_original=False,
-                          text=messages.already_open_reply(result.secret, run.app, link))
-            return
-        if isinstance(result, Rejected):
-            await respond(response_type="ephemeral", replace_original=False,
-                          text=messages.rejected_reply(result.reason))
-            return
-        link = await observer.permalink(result.run.id)
-        await observer.reply(run.id, messages.rollback_started_reply(user_id, link))
-        await respond(response_type="ephemeral", replace_original=False, text=messages.started_reply(result.run, link))
-
-    @app.action(messages.LOGS_ACTION_ID)
-    async def logs_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        checked = await _recovery_target(body, action, engine=engine, policy=policy)
-        if isinstance(checked, str):
-            await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(checked))
-            return
-        run, user_id = checked
-        try:
-            lines = await engine.services.flyctl.recent_logs(run.app, limit=30)
-        except SecretbotError as exc:
-            logger.warning("reading logs failed run_id=%s app=%s error=%s", run.id, run.app, exc)
-            await respond(response_type="ephemeral", replace_original=False,
-                          text=messages.rejected_reply(f"the logs could not be read: {exc}"))
-            return
-        shown = [f"{line.timestamp} {line.instance or '-'} {line.level or '-'} {line.message}" for line in lines]
-        await observer.reply(run.id, messages.logs_reply(run.app, shown))
-        logger.info("logs shown run_id=%s app=%s user=%s lines=%d", run.id, run.app, user_id, len(shown))
-
-
 
 def _user_id(body: dict[str, Any]) -> str | None:
     """Return the clicking or submitting user's ID from an interaction payload."""
     user = body.get("user")
     user_id = user.get("id") if isinstance(user, dict) else None
     return user_id if isinstance(user_id, str) else None
-
-
-async def _names_without_verified_backup(engine: Engine, run: RunView) -> list[str]:
-    backups = engine.services.backups
-    if not backups.enabled:
-        return list(run.secret_names)
-    return [name for name in run.secret_names if await backups.latest_verified(run.app, name) is None]
-
-
-async def _recovery_target(
-    body: dict[str, Any], action: dict[str, Any], *, engine: Engine, policy: Policy
-) -> tuple[RunView, str] | str:
-    """Return the failed run behind a Roll back or Show logs button and the clicker, or why not."""
-    user_id = _user_id(body)
-    run_id = str(action.get("value", ""))
-    if not isinstance(user_id, str) or not _RUN_ID_PATTERN.match(run_id):
-        return "this button is not recognised"
-    run = await engine.get_run(run_id)
-    if run is None or not messages.offers_recovery(run):
-        return f"run {run_id} did not fail verification, so there is nothing to roll back"
-    approvers = (await engine.services.refresh_people()).slack.approvers
-    if user_id not in (run.requester, *approvers):
-        return "only the requester or an approver can do this"
-    return run, user_id
 
 
 def _ephemeral_reply(respond: AsyncRespond) -> Reply:

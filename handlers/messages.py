@@ -124,13 +124,14 @@ def parent_message(run: RunView) -> tuple[str, list[dict[str, Any]]]:
             blocks.append(context("Can answer: " + ", ".join(mention(user) for user in waiting.allowed_users)))
     if run.finished and run.outcome:
         blocks.append(section(f"*Outcome:* {escape(truncate(run.outcome, 2500))}"))
-    if offers_recovery(run):
+    if offers_retry(run) or offers_recovery(run):
         blocks.append(recovery_buttons(run))
     return text, blocks[:BLOCKS_PER_MESSAGE]
 
 
 ROLLBACK_ACTION_ID = "run_rollback"
 LOGS_ACTION_ID = "run_logs"
+RETRY_ACTION_ID = "run_retry"
 
 
 def offers_recovery(run: RunView) -> bool:
@@ -145,17 +146,25 @@ def offers_recovery(run: RunView) -> bool:
     )
 
 
+def offers_retry(run: RunView) -> bool:
+    """Return whether a run stopped with a failure or expired, so a Retry button starts it again."""
+    # A rollback is retried with the Roll back button of the run it rolls back.
+    return run.status in ("failed", "expired") and run.kind != "rollback"
+
+
 def recovery_buttons(run: RunView) -> dict[str, Any]:
-    return {
-        "type": "actions",
-        "block_id": f"recovery:{run.id}:{time.monotonic_ns()}",
-        "elements": [
+    elements: list[dict[str, Any]] = []
+    if offers_retry(run):
+        elements.append({"type": "button", "action_id": RETRY_ACTION_ID, "value": run.id,
+                         "text": {"type": "plain_text", "text": "Retry"}})
+    if offers_recovery(run):
+        elements += [
             {"type": "button", "action_id": ROLLBACK_ACTION_ID, "style": "danger", "value": run.id,
              "text": {"type": "plain_text", "text": "Roll back"}},
             {"type": "button", "action_id": LOGS_ACTION_ID, "value": run.id,
              "text": {"type": "plain_text", "text": "Show logs"}},
-        ],
-    }
+        ]
+    return {"type": "actions", "block_id": f"recovery:{run.id}:{time.monotonic_ns()}", "elements": elements}
 
 
 def logs_reply(app: str, lines: list[str]) -> str:
@@ -341,6 +350,11 @@ def already_decided_reply(user_id: str, action: str, decided_at: datetime) -> st
 def rollback_started_reply(user_id: str, permalink: str | None) -> str:
     where = f" <{permalink}|Follow the rollback>." if permalink else ""
     return f"{mention(user_id)} started a rollback to the last verified value.{where}"
+
+
+def retry_started_reply(user_id: str, permalink: str | None) -> str:
+    where = f" <{permalink}|Follow the new run>." if permalink else ""
+    return f"{mention(user_id)} started this runbook again as a new run.{where}"
 
 
 def rejected_reply(reason: str) -> str:

@@ -209,11 +209,18 @@ def test_waiting_step_names_who_can_answer() -> None:
     assert any(f"<@{APPROVER}>" in text for text in texts_of(blocks))
 
 
-@pytest.mark.parametrize("status", ["succeeded", "failed", "denied"])
+@pytest.mark.parametrize("status", ["succeeded", "denied"])
 def test_finished_run_has_no_buttons(status: str) -> None:
     # A step can still read "waiting" if the run was stopped while it waited.
     _, blocks = messages.parent_message(waiting_run(status=status, outcome="stopped"))
     assert actions_blocks(blocks) == []
+
+
+@pytest.mark.parametrize("status", ["failed", "expired"])
+def test_stopped_run_offers_only_retry(status: str) -> None:
+    _, blocks = messages.parent_message(waiting_run(status=status, outcome="stopped"))
+    buttons = [button["action_id"] for block in actions_blocks(blocks) for button in block["elements"]]
+    assert buttons == [messages.RETRY_ACTION_ID]
 
 
 def test_running_run_has_no_buttons() -> None:

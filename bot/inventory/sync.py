@@ -204,7 +204,7 @@ async def _apply_listing(session: AsyncSession, *, app: str, secrets: dict[str, 
     # The digest the latest run of each secret left, so that a run's change is recognised
     # even if the sync reads it before the run's verify step has recorded the rotation.
     # Only the latest counts: an older run's value put back by hand is an outside change.
-    latest_runs: dict[str, tuple[str, str]] = {}
+    latest_runs: dict[str, tuple[str | None, str]] = {}
     for name, digest, run_id in await session.execute(
             select(RunSecret.name, RunSecret.digest_after, RunSecret.run_id)
             .where(RunSecret.app == app, RunSecret.digest_after.is_not(None))
@@ -238,8 +238,8 @@ async def _apply_listing(session: AsyncSession, *, app: str, secrets: dict[str, 
             row.digest = secret.digest
         elif row.digest != secret.digest:
             latest = latest_runs.get(name)
-            run_id = latest[1] if latest is not None and latest[0] == secret.digest else None
-            _record_new_digest(row, secret, now=now, open_run_id=open_runs.get(name), run_id=run_id,
+            latest_run_id = latest[1] if latest is not None and latest[0] == secret.digest else None
+            _record_new_digest(row, secret, now=now, open_run_id=open_runs.get(name), run_id=latest_run_id,
                                changes=changes)
 
     for name, row in sorted(rows.items()):
