@@ -15,11 +15,23 @@ from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_state import Message
 
 CHANNEL = "C0123OPS"
+# The start of the daily reminder's header, as handlers/reminder_views.py writes it.
+REMINDER_HEADER = "Secret rotation reminder for "
 
 
 def run_messages(slack: SlackStandin) -> list[Message]:
-    """Top-level messages the bot posted in the runbook channel."""
-    return [message for message in slack.messages(CHANNEL) if message.bot_id is not None]
+    """Top-level run messages the bot posted in the runbook channel.
+
+    The daily reminder goes to the same channel by default, and a bot started after the
+    reminder time posts it at once, so it is left out here.
+    """
+    return [message for message in slack.messages(CHANNEL)
+            if message.bot_id is not None and not is_reminder(message)]
+
+
+def is_reminder(message: Message) -> bool:
+    return any(block.get("type") == "header" and block["text"]["text"].startswith(REMINDER_HEADER)
+               for block in message.blocks)
 
 
 async def wait_for_parent(slack: SlackStandin, *, index: int = 0, timeout: float = 15) -> Message:
@@ -86,6 +98,22 @@ def query(path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
         return list(connection.execute(sql, params))
     finally:
         connection.close()
+
+
+async def query_any(database: Path | str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Run `sql` with `?` placeholders on the bot's SQLite file or on a PostgreSQL URL; rows as dicts."""
+    if isinstance(database, Path):
+        return [dict(row) for row in query(database, sql, *params)]
+    import asyncpg
+
+    numbered = sql
+    for index in range(1, len(params) + 1):
+        numbered = numbered.replace("?", f"${index}", 1)
+    connection = await asyncpg.connect(database)
+    try:
+        return [dict(row) for row in await connection.fetch(numbered, *params)]
+    finally:
+        await connection.close()
 
 
 def parent_step_lines(message: Message) -> list[str]:

@@ -10,6 +10,7 @@ from tests.conftest import APPROVER, REQUESTER
 from tests.flow import (
     CHANNEL,
     query,
+    query_any,
     thread_texts,
     wait_for_buttons,
     wait_for_parent,
@@ -64,3 +65,19 @@ async def test_approved_run_does_not_expire(bot_dir: Path, slack: SlackStandin, 
         await bot.stop_async()
 
     assert [row["status"] for row in query(bot.database_path, "SELECT status FROM runs")] == ["succeeded"]
+
+
+async def test_approval_expires_on_postgres(bot_dir: Path, slack: SlackStandin, fly: FlyState,
+                                            flyctl_wrapper: Path, postgres_url: str) -> None:
+    bot = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
+                     config=SHORT_TIMEOUT_CONFIG, extra_env={"DATABASE_URL": postgres_url})
+    await bot.start()
+    driver = SlackDriver(bot_url=bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    try:
+        await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+        parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+        await wait_for_status(slack, parent, "expired", timeout=20)
+    finally:
+        await bot.stop_async()
+
+    assert [row["status"] for row in await query_any(postgres_url, "SELECT status FROM runs")] == ["expired"]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.botprocess import DEFAULT_CONFIG, SIGNING_SECRET, BotProcess
 from tests.conftest import APPROVER, BYSTANDER, REQUESTER
-from tests.flow import CHANNEL, query, response_texts, wait_for_buttons, wait_for_parent, wait_for_status
+from tests.flow import CHANNEL, query, query_any, response_texts, wait_for_buttons, wait_for_parent, wait_for_status
 from tests.standins.fly_state import FlyState
 from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_driver import SlackDriver
@@ -69,9 +69,9 @@ async def test_high_priority_needs_second_approver(two_approver_bot: BotProcess,
     assert json.loads(rotated[0]["detail"])["approvers"] == [APPROVER, THIRD_APPROVER]
 
 
-async def test_second_approvals_race_one_wins(two_approver_bot: BotProcess, slack: SlackStandin, fly: FlyState,
-                                              flyctl_log: Path) -> None:
-    driver = SlackDriver(bot_url=two_approver_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+async def second_approvals_race(process: BotProcess, database: Path | str, slack: SlackStandin, fly: FlyState,
+                                flyctl_log: Path) -> None:
+    driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
     parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
     await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
@@ -85,11 +85,27 @@ async def test_second_approvals_race_one_wins(two_approver_bot: BotProcess, slac
     )
     await asyncio.sleep(3)
 
-    rows = query(two_approver_bot.database_path, "SELECT round FROM decisions WHERE round = 1")
+    rows = await query_any(database, "SELECT round FROM decisions WHERE round = 1")
     assert len(rows) == 1
-    status = query(two_approver_bot.database_path, "SELECT status FROM runs")[0]["status"]
+    status = (await query_any(database, "SELECT status FROM runs"))[0]["status"]
     assert status in ("succeeded", "denied")
     assert len(imports(fly, flyctl_log)) == (1 if status == "succeeded" else 0)
+
+
+async def test_second_approvals_race_one_wins(two_approver_bot: BotProcess, slack: SlackStandin, fly: FlyState,
+                                              flyctl_log: Path) -> None:
+    await second_approvals_race(two_approver_bot, two_approver_bot.database_path, slack, fly, flyctl_log)
+
+
+async def test_second_approvals_race_on_postgres(bot_dir: Path, slack: SlackStandin, fly: FlyState,
+                                                 flyctl_wrapper: Path, flyctl_log: Path, postgres_url: str) -> None:
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
+                         config=TWO_APPROVERS_CONFIG, extra_env={"DATABASE_URL": postgres_url})
+    await process.start()
+    try:
+        await second_approvals_race(process, postgres_url, slack, fly, flyctl_log)
+    finally:
+        await process.stop_async()
 
 
 async def test_low_priority_needs_one_approver(two_approver_bot: BotProcess, slack: SlackStandin, fly: FlyState,
