@@ -235,8 +235,7 @@ class InventoryCommands:
             await ack(response_action="errors", errors=form)
             return
 
-        operators = (await self.engine.services.refresh_people()).slack.operators
-        if operators and user_id not in operators:
+        if not await self.engine.services.may_operate(user_id):
             # Snoozing defers a rotation, so it needs the right to start one.
             logger.info("snooze rejected: not an operator user=%s app=%s secret=%s", user_id, target.app, target.name)
             await ack(response_action="errors", errors={

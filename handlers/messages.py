@@ -86,6 +86,11 @@ def run_headline(run: RunView) -> str:
     return f"{run.title} {', '.join(run.secret_names)} on {run.app}"
 
 
+def _actor_text(actor: str) -> str:
+    """Return a mention of a Slack user, or the plain name of the bot itself (an expiry)."""
+    return mention(actor) if actor[:1] in ("U", "W") else escape(actor)
+
+
 def step_line(run: RunView, step: StepView) -> str:
     icon = STATUS_ICONS.get(step.status, ":grey_question:")
     line = f"{icon} {step.position + 1}. *{escape(step.title)}*"
@@ -94,8 +99,10 @@ def step_line(run: RunView, step: StepView) -> str:
     if step.status in ("done", "skipped", "failed") and step.detail:
         first_line = step.detail.splitlines()[0]
         line += f": {escape(truncate(first_line, 300))}"
-    if step.actor and step.status in ("done", "failed"):
-        line += f" ({mention(step.actor)})"
+    if step.status == "done" and len(step.approvers) > 1:
+        line += " (" + ", ".join(mention(user) for user in step.approvers) + ")"
+    elif step.actor and step.status in ("done", "failed"):
+        line += f" ({_actor_text(step.actor)})"
     if step.status == "waiting":
         line += ": waiting"
     return line
@@ -272,13 +279,14 @@ def progress_reply(run: RunView, step: StepView, message: str) -> str:
 
 
 def summary_reply(run: RunView) -> str:
-    approver = next((step.actor for step in run.steps if step.kind == "approval" and step.actor), None)
+    approval = next((step for step in run.steps if step.kind == "approval"), None)
+    deniers = [user for user, action in approval.decisions if action == "deny"] if approval else []
     lines = [f"*Summary: {escape(run_headline(run))}* is *{RUN_STATUS_TEXT.get(run.status, run.status)}*"]
     decided = ""
-    if approver and run.status == "denied":
-        decided = f", denied by {mention(approver)}"
-    elif approver:
-        decided = f", approved by {mention(approver)}"
+    if approval is not None and deniers and run.status == "denied":
+        decided = f", denied by {mention(deniers[0])}"
+    elif approval is not None and approval.status == "done" and approval.approvers:
+        decided = ", approved by " + " and ".join(mention(user) for user in approval.approvers)
     lines.append(f"Requested by {mention(run.requester)}{decided}")
     if run.reason:
         lines.append(f"Reason: {escape(run.reason)}")

@@ -19,6 +19,7 @@ from bot.errors import SecretbotError
 from bot.runbook.engine import AlreadyOpen, Engine, Rejected
 from bot.runbook.views import RunView
 from handlers import messages
+from handlers.command_text import MAX_REASON_LENGTH
 from handlers.observer import SlackObserver
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ def register_recovery(app: AsyncApp, *, engine: Engine, observer: SlackObserver)
             await respond(response_type="ephemeral", replace_original=False, text=messages.rejected_reply(checked))
             return
         run, user_id = checked
+        # The original reason is kept: for a compromised secret it is the incident's description.
+        reason = f"retry of run {run.id}" + (f": {run.reason}" if run.reason else f" ({run.status})")
         result = await engine.start_run(kind=run.kind, app=run.app, secret_names=run.secret_names,
-                                        requester=user_id, reason=f"retry of run {run.id} ({run.status})")
+                                        requester=user_id, reason=reason[:MAX_REASON_LENGTH])
         if isinstance(result, AlreadyOpen):
             link = await observer.permalink(result.run_id)
             await respond(response_type="ephemeral", replace_original=False,

@@ -19,14 +19,18 @@ CHANNEL = "C0123OPS"
 REMINDER_HEADER = "Secret rotation reminder for "
 
 
+def bot_messages(slack: SlackStandin) -> list[Message]:
+    """Top-level messages the bot posted in the runbook channel: runs and reminders."""
+    return [message for message in slack.messages(CHANNEL) if message.bot_id is not None]
+
+
 def run_messages(slack: SlackStandin) -> list[Message]:
     """Top-level run messages the bot posted in the runbook channel.
 
     The daily reminder goes to the same channel by default, and a bot started after the
     reminder time posts it at once, so it is left out here.
     """
-    return [message for message in slack.messages(CHANNEL)
-            if message.bot_id is not None and not is_reminder(message)]
+    return [message for message in bot_messages(slack) if not is_reminder(message)]
 
 
 def is_reminder(message: Message) -> bool:

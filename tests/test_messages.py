@@ -45,6 +45,7 @@ def step(
     actor: str | None = None,
     actions: tuple[Action, ...] = (),
     allowed_users: tuple[str, ...] = (),
+    decisions: tuple[tuple[str, str], ...] = (),
 ) -> StepView:
     return StepView(
         position=position,
@@ -55,6 +56,7 @@ def step(
         actor=actor,
         actions=actions,
         allowed_users=allowed_users,
+        decisions=decisions,
     )
 
 
@@ -412,7 +414,8 @@ def test_progress_reply_closes_code_block(filler: str) -> None:
 
 
 def test_summary_reply_escapes_reason_and_outcome() -> None:
-    steps = (approval(0, status="done", actor=APPROVER), step(1, status="failed", detail="x"))
+    steps = (approval(0, status="done", actor=APPROVER, decisions=((APPROVER, "approve"),)),
+             step(1, status="failed", detail="x"))
     run = run_view(steps, status="failed", reason=HOSTILE + "r" * LONG, outcome=HOSTILE + "o" * LONG)
     summary = messages.summary_reply(run)
     assert_no_injected_markup([summary])

@@ -16,7 +16,7 @@ from bot.storage.db import create_engine, create_session_factory, migrate
 from bot.storage.models import InventorySecret, ReminderPost
 from tests.botprocess import DEFAULT_CONFIG, BotProcess
 from tests.conftest import APP
-from tests.flow import CHANNEL, run_messages
+from tests.flow import CHANNEL, bot_messages
 from tests.standins.fly_state import FlyState
 from tests.standins.slack_api import SlackStandin
 
@@ -80,7 +80,7 @@ async def wait_for_log(process: BotProcess, text: str, *, after: int = 0, timeou
 
 def reminder_posts(slack: SlackStandin) -> list[str]:
     """The fallback texts of the top-level reminder messages in the channel."""
-    return [message.text for message in run_messages(slack) if message.text.startswith("Secrets to rotate")]
+    return [message.text for message in bot_messages(slack) if message.text.startswith("Secrets to rotate")]
 
 
 async def run_cli(process: BotProcess, *args: str) -> tuple[int, str, str]:
@@ -136,7 +136,7 @@ async def test_late_reminder_lists_seeded_secrets(
     finally:
         await bot.stop_async()
 
-    [parent] = [message for message in run_messages(slack) if message.text.startswith("Secrets to rotate")]
+    [parent] = [message for message in bot_messages(slack) if message.text.startswith("Secrets to rotate")]
     sections = [block["text"]["text"] for block in parent.blocks if block["type"] == "section"]
     rotate_buttons = [element for block in parent.blocks if block["type"] == "actions"
                       for element in block["elements"] if element["action_id"] == "reminder_rotate"]

@@ -25,6 +25,7 @@ class HangingStep(StepKind):
     def __init__(self, *, restartable: bool) -> None:
         self.restartable = restartable
         self.cancelled = False
+        self.settle_cause: str | None = None
 
     def time_limit(self, policy: Policy) -> float:
         return LIMIT
@@ -37,7 +38,8 @@ class HangingStep(StepKind):
             raise
         return Done("never reached")
 
-    async def settle(self, ctx: StepContext) -> StepOutcome:
+    async def settle(self, ctx: StepContext, *, cause: str = "") -> StepOutcome:
+        self.settle_cause = cause
         return Done("settled from Fly's state")
 
 
@@ -77,6 +79,7 @@ async def test_hanging_change_step_is_settled() -> None:
 
     assert outcome == Done("settled from Fly's state")
     assert step.cancelled
+    assert step.settle_cause == "the step passed its time limit of 0.2 s"
 
 
 def test_fly_update_limit_covers_its_timeouts() -> None:

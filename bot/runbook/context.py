@@ -113,6 +113,18 @@ class Services:
         self.policy = await self.people.resolve(self.configured_policy)
         return self.policy
 
+    async def may_operate(self, user_id: str) -> bool:
+        """Tell whether `user_id` may start runbooks and snooze reminders.
+
+        An empty slack.operators in the file lets everyone. A configured list whose groups
+        expand to no user (a group that cannot be read, or is empty) lets no one, so a
+        Slack failure never opens the bot to the whole workspace.
+        """
+        resolved = await self.refresh_people()
+        if not self.configured_policy.slack.operators:
+            return True
+        return user_id in resolved.slack.operators
+
 
 @dataclass
 class StepContext:

@@ -24,7 +24,7 @@ from bot import audit
 from bot.errors import SecretbotError
 from bot.runbook.context import Services, StepContext
 from bot.runbook.steps import Decision as StepDecision
-from bot.runbook.steps import Done, Failed, Runbook, Skipped, StepKind, StepOutcome, Waiting
+from bot.runbook.steps import RESTART_CAUSE, Done, Failed, Runbook, Skipped, StepKind, StepOutcome, Waiting
 from bot.runbook.views import TERMINAL_STATUSES, RunObserver, RunView, SecretView, StepView
 from bot.storage.models import Decision, PendingValue, Run, RunSecret, Step, utcnow
 
@@ -97,8 +97,7 @@ class Engine:
         origin: str = "slack",
     ) -> StartResult:
         """Create a run and show it, unless one is open on the same secrets or the requester may not start one."""
-        policy = await self.services.refresh_people()
-        if policy.slack.operators and requester not in policy.slack.operators:
+        if not await self.services.may_operate(requester):
             logger.info("run start rejected: not an operator user=%s kind=%s app=%s", requester, kind, app)
             return Rejected("only the operators listed in slack.operators can start a runbook; "
                             "ask one of them, or an admin of secretbot.toml")
@@ -210,7 +209,8 @@ class Engine:
             logger.error("step timed out %s limit=%.0fs", ctx.log_context(), limit)
             if not step_kind.restartable:
                 # The step may have changed the app before it was stopped; read what happened.
-                return await self._execute_settle(step_kind, ctx)
+                return await self._execute_settle(step_kind, ctx,
+                                                  cause=f"the step passed its time limit of {limit:g} s")
             return Failed(f"step '{step_kind.title}' did not finish within {limit:g} s and was stopped; "
                           "see the bot's log, then start a new run")
         except SecretbotError as exc:
@@ -447,16 +447,22 @@ class Engine:
             secrets=tuple(SecretView(s.name, s.digest_before, s.digest_after) for s in run.secrets),
             steps=(), created_at=run.created_at, finished_at=run.finished_at,
         )
-        steps = tuple(
-            StepView(
+        decisions: dict[int, list[tuple[str, str]]] = {}
+        for decision in run.decisions:
+            decisions.setdefault(decision.position, []).append((decision.user_id, decision.decision))
+        steps = []
+        for row in run.steps:
+            step_decisions = tuple(decisions.get(row.position, ()))
+            # Someone who already approved a step that waits again (a second approval) is not asked again.
+            approved = {user for user, action in step_decisions if action == "approve"}
+            allowed = runbook.steps[row.position].allowed_users(base, self.services.policy)
+            steps.append(StepView(
                 position=row.position, kind=row.kind, title=runbook.steps[row.position].title, status=row.status,
                 detail=row.detail, actor=row.actor, actions=runbook.steps[row.position].actions,
-                allowed_users=runbook.steps[row.position].allowed_users(base, self.services.policy),
-                started_at=row.started_at, finished_at=row.finished_at,
-            )
-            for row in run.steps
-        )
-        return RunView(**{**base.__dict__, "steps": steps})
+                allowed_users=tuple(user for user in allowed if user not in approved),
+                started_at=row.started_at, finished_at=row.finished_at, decisions=step_decisions,
+            ))
+        return RunView(**{**base.__dict__, "steps": tuple(steps)})
 
     # ----------------------------------------------------------------- background work
 
@@ -502,11 +508,10 @@ class Engine:
             decision = StepDecision(action="expire", user_id=EXPIRY_ACTOR)
             if not await self._record_decision(run_id, position, decision, values={}):
                 continue
-            hours = timeout / 3600
-            logger.info("approval expired run_id=%s step=%d after=%.1fh", run_id, position, hours)
-            await self._finish(run_id, position=position, actor=EXPIRY_ACTOR, outcome=Failed(
-                f"Expired: nobody approved or denied within {hours:g} h. Start a new run if it is still needed.",
-                expired=True))
+            logger.info("approval expired run_id=%s step=%d after=%.0fs", run_id, position, timeout)
+            # The step turns the expiry into its outcome, as it does after a restart that
+            # finds the decision recorded but not applied.
+            await self._complete_decision(run_id, position, decision)
             expired.append(run_id)
         return expired
 
@@ -576,12 +581,13 @@ class Engine:
         if isinstance(outcome, (Done, Skipped)):
             await self.advance(run_id)
 
-    async def _execute_settle(self, step_kind: StepKind, ctx: StepContext) -> StepOutcome:
+    async def _execute_settle(self, step_kind: StepKind, ctx: StepContext, *,
+                              cause: str = RESTART_CAUSE) -> StepOutcome:
         try:
-            return await step_kind.settle(ctx)
+            return await step_kind.settle(ctx, cause=cause)
         except Exception as exc:
             logger.exception("settling step failed %s", ctx.log_context())
-            return Failed(f"the bot restarted while '{step_kind.title}' was running and its result could not be "
+            return Failed(f"{cause} while '{step_kind.title}' was running and its result could not be "
                           f"read ({type(exc).__name__}); check `flyctl secrets list -a {ctx.run.app}`")
 
     async def cancel(self, *, run_id: str, user_id: str, reason: str, force: bool = False) -> SubmitResult:

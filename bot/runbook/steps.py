@@ -77,6 +77,9 @@ class ValueInput:
     secret: bool = True
 
 
+# The default cause of a settled step, as its outcome words it.
+RESTART_CAUSE = "the bot restarted"
+
 # Added to every step's time limit for the bot's own work (database writes, an upload of a
 # backup to S3) on top of the flyctl timeouts the step waits for.
 STEP_MARGIN_SECONDS = 120.0
@@ -96,13 +99,14 @@ class StepKind(ABC):
     async def execute(self, ctx: StepContext) -> StepOutcome:
         """Run the step, or return Waiting when it needs a person."""
 
-    async def settle(self, ctx: StepContext) -> StepOutcome:
-        """Decide the outcome of a step that was running when the bot stopped.
+    async def settle(self, ctx: StepContext, *, cause: str = RESTART_CAUSE) -> StepOutcome:
+        """Decide the outcome of a step that was cut short: by a restart, or by its time limit.
 
-        Only called for steps that are not `restartable`; the default gives up.
+        Only called for steps that are not `restartable`; the default gives up. `cause`
+        starts the sentences that explain it, e.g. "the bot restarted".
         """
         return Failed(
-            f"the bot restarted while '{self.title}' was running, so its result is unknown; "
+            f"{cause} while '{self.title}' was running, so its result is unknown; "
             f"check the app with `flyctl secrets list -a {ctx.run.app}` before starting a new run"
         )
 

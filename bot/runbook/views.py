@@ -25,6 +25,12 @@ class StepView:
     allowed_users: tuple[str, ...]
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # (user ID, action) of each decision on the step, oldest first.
+    decisions: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        return tuple(user for user, action in self.decisions if action == "approve")
 
 
 @dataclass(frozen=True)

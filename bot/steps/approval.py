@@ -63,6 +63,10 @@ class Approval(StepKind):
         return None
 
     async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
+        if decision.action == "expire":
+            waited = _duration_text(ctx.policy.slack.approval_timeout)
+            return Failed(f"Expired: nobody approved or denied within {waited}. Press Retry to start it again.",
+                          expired=True)
         if decision.action != "approve":
             return Failed("Denied", denied=True)
         approvals = [earlier for earlier in await ctx.decisions() if earlier.decision == "approve"]
@@ -89,3 +93,12 @@ class BreakGlassApproval(Approval):
             "Break-glass start: a compromised secret is replaced without waiting for approval; "
             "the approvers are notified in this thread."
         )
+
+
+def _duration_text(seconds: float) -> str:
+    """Write a timeout in the largest whole unit that fits: hours, minutes or seconds."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"

@@ -8,7 +8,7 @@ from bot.errors import FlyctlError, FlyctlTimeout, SecretbotError, UnsafeValueEr
 from bot.flyctl import encode_import
 from bot.policy import Policy
 from bot.runbook.context import StepContext, ValueLostError
-from bot.runbook.steps import STEP_MARGIN_SECONDS, Done, Failed, StepKind, StepOutcome
+from bot.runbook.steps import RESTART_CAUSE, STEP_MARGIN_SECONDS, Done, Failed, StepKind, StepOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class UpdateFlySecrets(StepKind):
         except UnsafeValueError as exc:
             return Failed(f"{exc}. Nothing was changed on Fly.")
 
+        holder = await ctx.services.app_locks.holder(app)
+        if holder not in (None, ctx.run.id):
+            await ctx.report(f"Waiting for run `{holder}` to finish its change to {app} (its import and "
+                             "verification); changes to one app run one at a time.")
         # Held until verification ends, or released by the engine when the run stops.
         await ctx.services.app_locks.acquire(app, ctx.run.id)
         return await self._import(ctx, app, names, values)
@@ -128,17 +132,17 @@ class UpdateFlySecrets(StepKind):
             logger.warning("cannot read secrets after a failed import %s error=%s", ctx.log_context(), exc)
             return None
 
-    async def settle(self, ctx: StepContext) -> StepOutcome:
-        """Read Fly's digests to learn whether an import cut short by a restart stored the value."""
+    async def settle(self, ctx: StepContext, *, cause: str = RESTART_CAUSE) -> StepOutcome:
+        """Read Fly's digests to learn whether an import cut short (restart or time limit) stored the value."""
         app = ctx.run.app
         before = {secret.name: secret.digest_before for secret in ctx.run.secrets}
         if any(digest is None for digest in before.values()):
-            # The restart came before the digests were read, so flyctl never ran.
-            return Failed("the bot restarted before `flyctl secrets import` ran; nothing was changed. "
+            # The step stopped before the digests were read, so flyctl never ran.
+            return Failed(f"{cause} before `flyctl secrets import` ran; nothing was changed. "
                           "Start a new rotation.")
         after = await self._digests_or_none(ctx)
         if after is None:
-            return await super().settle(ctx)
+            return await super().settle(ctx, cause=cause)
         names = list(ctx.run.secret_names)
         changed = [name for name in names if after.get(name) != before[name]]
         await ctx.record_digests(after={name: after.get(name) for name in names})
@@ -148,16 +152,16 @@ class UpdateFlySecrets(StepKind):
         if len(changed) == len(names):
             await ctx.clear_values()
             return Done(
-                f"The bot restarted during `flyctl secrets import`, but Fly reports a new digest for "
+                f"{cause[:1].upper()}{cause[1:]} during `flyctl secrets import`, but Fly reports a new digest for "
                 f"{', '.join(names)}, so the new value is stored. Verification checks the rollout."
             )
         if not changed:
             return Failed(
-                "the bot restarted during `flyctl secrets import` and Fly still reports the old digest, "
+                f"{cause} during `flyctl secrets import` and Fly still reports the old digest, "
                 "so nothing was changed. Start a new rotation."
             )
         return Failed(
-            f"the bot restarted during `flyctl secrets import`; Fly reports a new digest only for "
+            f"{cause} during `flyctl secrets import`; Fly reports a new digest only for "
             f"{', '.join(changed)}. Check `flyctl secrets list -a {app}` before starting a new run."
         )
 

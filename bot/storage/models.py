@@ -76,6 +76,8 @@ class Run(Base):
         back_populates="run", order_by="RunSecret.position", lazy="selectin"
     )
     steps: Mapped[list[Step]] = relationship(back_populates="run", order_by="Step.position", lazy="selectin")
+    # Read with the run, so a view can name everyone who decided a step (two approvers).
+    decisions: Mapped[list[Decision]] = relationship(order_by="Decision.round", lazy="selectin", viewonly=True)
 
 
 class RunSecret(Base):
