@@ -112,7 +112,7 @@ class InventoryCommands:
         await respond(response_type="ephemeral", replace_original=False, text=text)
 
     async def status(self, parsed: StatusCommand) -> tuple[str, list[dict[str, Any]]]:
-        statuses = by_urgency(await self.engine.services.inventory.statuses(app=parsed.app))
+        statuses = by_urgency(await self.engine.services.inventory.statuses(app=parsed.app, shared=True))
         return status_views.status_message(statuses, app=parsed.app)
 
     async def history(self, parsed: HistoryCommand) -> tuple[str, list[dict[str, Any]]]:

@@ -11,8 +11,6 @@ import json
 import logging
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bot.backups.records import BackupError, BackupNotFound, BackupRecord, to_entry
@@ -47,6 +45,11 @@ class S3Copy:
         self.endpoint_url = endpoint_url
         self.bucket = bucket
         self.prefix = prefix
+        # Imported here because boto3 adds about 10 MB of resident memory, which a bot without
+        # an S3 copy would carry for nothing. botocore.exceptions alone costs almost nothing.
+        import boto3
+        from botocore.config import Config
+
         config = Config(
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=READ_TIMEOUT_SECONDS,

@@ -5,6 +5,7 @@ Every change a person makes here is written together with its audit record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -29,9 +30,30 @@ class InventoryStore:
         self.sessions = sessions
         self.policy = policy
         self.clock = clock or SystemClock()
+        # Shared reads in progress by app (None for all apps). A `/secret status` typed by
+        # many people at once then costs one read, not one each: reading 10,000 rows takes
+        # 0.3 s of the event loop that also acknowledges Slack's requests.
+        self._shared_reads: dict[str | None, asyncio.Future[list[SecretStatus]]] = {}
 
-    async def statuses(self, *, app: str | None = None) -> list[SecretStatus]:
-        """Return every secret present on Fly (of one app, or all), ordered by app and name."""
+    async def statuses(self, *, app: str | None = None, shared: bool = False) -> list[SecretStatus]:
+        """Return every secret present on Fly (of one app, or all), ordered by app and name.
+
+        With `shared`, a call made while another shared read of the same app is in progress
+        returns that read's result, which may miss a change committed after the read
+        began. Only views that show the list pass it; anything that acts on the result, or
+        reads back its own write, reads afresh.
+        """
+        if not shared:
+            return await self._read_statuses(app)
+        reading = self._shared_reads.get(app)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_statuses(app))
+            self._shared_reads[app] = reading
+            reading.add_done_callback(lambda _done: self._shared_reads.pop(app, None))
+        # shield: one caller's cancellation must not cancel the read the others wait for.
+        return list(await asyncio.shield(reading))
+
+    async def _read_statuses(self, app: str | None) -> list[SecretStatus]:
         now = self.clock.now()
         async with self.sessions() as session:
             query = select(InventorySecret).where(InventorySecret.removed_at.is_(None))
