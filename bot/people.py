@@ -1,4 +1,4 @@
-"""Who may approve and who may start runbooks: configured user IDs and user groups, resolved.
+"""Resolution of approvers and operators: configured user IDs and user groups, expanded to user IDs.
 
 secretbot.toml names people by Slack user ID (U…, W…) or user group ID (S…), never by
 display name or e-mail, because both can be changed by their owner. Groups are expanded

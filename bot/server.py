@@ -102,7 +102,7 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
     web_app.router.add_get("/healthz", _healthz(database))
 
     async def refresh_inventory() -> None:
-        # The reminder lists what Fly holds now, not what the last periodic sync saw.
+        # The reminder lists the secrets on Fly now, not those of the last periodic sync.
         await inventory_sync.sync_all()
 
     reminders = ReminderScheduler(store=services.inventory, ledger=ReminderLedger(sessions=sessions, clock=services.clock),

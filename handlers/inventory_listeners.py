@@ -26,6 +26,7 @@ from bot.overview import by_urgency, open_runs, secret_history
 from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
 from bot.runbook.engine import Engine
 from handlers import messages, status_views
+from handlers.payloads import user_id_of
 from handlers.command_text import (
     HISTORY_USAGE,
     ROTATED_USAGE,
@@ -167,7 +168,7 @@ class InventoryCommands:
     async def rotate_clicked(self, body: dict[str, Any], action: dict[str, Any], *, reply: Reply,
                              client: AsyncWebClient) -> None:
         """Start a rotation from a reminder's "Rotate now" or the Home tab's "Rotate", with the clicker as requester."""
-        user_id = _user_id(body)
+        user_id = user_id_of(body)
         target = _split_target(action.get("value"))
         if user_id is None or target is None:
             logger.warning("ignored a rotate button with a malformed payload action_id=%r", action.get("action_id"))
@@ -189,7 +190,7 @@ class InventoryCommands:
     async def snooze_clicked(self, body: dict[str, Any], action: dict[str, Any], *, reply: Reply,
                              client: AsyncWebClient) -> None:
         """Open the Snooze form; the trigger_id expires 3 seconds after the click, so only one read happens first."""
-        user_id = _user_id(body)
+        user_id = user_id_of(body)
         target = _split_target(action.get("value"))
         trigger_id = body.get("trigger_id")
         if user_id is None or target is None or not isinstance(trigger_id, str):
@@ -219,7 +220,7 @@ class InventoryCommands:
 
     async def snooze_submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                                client: AsyncWebClient) -> None:
-        user_id = _user_id(body)
+        user_id = user_id_of(body)
         target = status_views.SnoozeTarget.from_metadata(str(view.get("private_metadata", "")))
         if user_id is None or target is None:
             logger.warning("ignored a snooze form with malformed metadata")
@@ -281,7 +282,7 @@ class InventoryCommands:
     async def publish_home(self, user_id: str, client: AsyncWebClient, *, notice: str | None = None) -> None:
         """Publish the Home tab with the current inventory and open runs, read afresh each time.
 
-        `notice` is the answer to the clicker's last Home tab button, shown at the top.
+        `notice` is the reply to the clicker's last Home tab button, shown at the top.
         """
         try:
             statuses = by_urgency(await self.engine.services.inventory.statuses())
@@ -314,14 +315,14 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
         if not _from_view(body):
             await commands.rotate_clicked(body, action, reply=_clicker_reply(body, respond, client), client=client)
             return
-        # A Home tab click has no response_url; the answer is shown at the top of the tab.
+        # A Home tab click has no response_url, so the reply is shown at the top of the tab.
         notices: list[str] = []
 
         async def note(text: str) -> None:
             notices.append(text)
 
         await commands.rotate_clicked(body, action, reply=note, client=client)
-        user_id = _user_id(body)
+        user_id = user_id_of(body)
         if user_id is not None:
             await commands.publish_home(user_id, client, notice="\n".join(notices) or None)
 
@@ -344,12 +345,6 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
         await commands.publish_home(user_id, client)
 
 
-def _user_id(body: dict[str, Any]) -> str | None:
-    user = body.get("user")
-    user_id = user.get("id") if isinstance(user, dict) else None
-    return user_id if isinstance(user_id, str) else None
-
-
 def _from_view(body: dict[str, Any]) -> bool:
     container = body.get("container")
     return isinstance(container, dict) and container.get("type") == "view"
@@ -368,7 +363,7 @@ def _clicker_reply(body: dict[str, Any], respond: AsyncRespond | None, client: A
 
     A click in a view carries no response_url, so bolt gives no `respond`.
     """
-    user_id = _user_id(body)
+    user_id = user_id_of(body)
 
     async def reply(text: str) -> None:
         if respond is not None and not _from_view(body):

@@ -36,6 +36,7 @@ from handlers.command_text import (
 )
 from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
 from handlers.observer import SlackObserver
+from handlers.payloads import user_id_of
 from handlers.recovery_listeners import register_recovery
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     @app.action(STEP_ACTION_PATTERN)
     async def step_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        user_id = _user_id(body)
+        user_id = user_id_of(body)
         match = _VALUE_PATTERN.match(str(action.get("value", "")))
         name_match = STEP_ACTION_PATTERN.match(str(action.get("action_id", "")))
         if not isinstance(user_id, str) or match is None or name_match is None:
@@ -118,7 +119,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     async def enter_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                            respond: AsyncRespond) -> None:
         await ack()
-        user_id = _user_id(body)
+        user_id = user_id_of(body)
         match = _VALUE_PATTERN.match(str(action.get("value", "")))
         trigger_id = body.get("trigger_id")
         if not isinstance(user_id, str) or match is None or not isinstance(trigger_id, str):
@@ -148,7 +149,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
 
     @app.view(messages.VALUE_MODAL_CALLBACK)
     async def values_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        user_id = _user_id(body)
+        user_id = user_id_of(body)
         try:
             metadata = json.loads(str(view.get("private_metadata", "")))
             run_id, position = str(metadata["run_id"]), int(metadata["position"])
@@ -178,13 +179,6 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
                 first_block: messages.already_decided_reply(result.user_id, result.action, result.decided_at)})
         else:
             await ack()
-
-
-def _user_id(body: dict[str, Any]) -> str | None:
-    """Return the clicking or submitting user's ID from an interaction payload."""
-    user = body.get("user")
-    user_id = user.get("id") if isinstance(user, dict) else None
-    return user_id if isinstance(user_id, str) else None
 
 
 def _ephemeral_reply(respond: AsyncRespond) -> Reply:

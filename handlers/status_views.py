@@ -88,7 +88,7 @@ def state_text(status: SecretStatus) -> str:
 
 
 def status_line(status: SecretStatus) -> str:
-    """One secret as a line of mrkdwn: state icon, name, app, priority, last rotation, age, due date, state."""
+    """Format one secret as a mrkdwn line: state icon, name, app, priority, last rotation, age, due date, state."""
     if status.last_rotated_at is not None:
         rotated = f"rotated {_day(status.last_rotated_at)} ({_days(status.age_days)} ago)"
     else:
@@ -231,7 +231,7 @@ def sync_started_ack(apps: Iterable[str]) -> str:
 
 
 def sync_reply(results: list[AppSync]) -> str:
-    """One line per app: what the sync found, or why it failed."""
+    """Describe each app's sync in one line: what it found, or why it failed."""
     if not results:
         return "No Fly app is configured; add app names to fly.apps in secretbot.toml."
     lines = []
@@ -258,7 +258,7 @@ SNOOZE_REASON_ACTION = "reason"
 
 @dataclass(frozen=True)
 class SnoozeTarget:
-    """What a Snooze form is about and where to confirm it, kept in the modal's private_metadata."""
+    """The secret a Snooze form is for and the place to confirm it, stored in the modal's private_metadata."""
 
     app: str
     name: str

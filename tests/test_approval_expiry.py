@@ -1,4 +1,4 @@
-"""An approval request nobody answers ends the run as expired, and its buttons go."""
+"""An approval request that no approver decides in time ends the run as expired, and its buttons go."""
 
 from __future__ import annotations
 

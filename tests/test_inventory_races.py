@@ -1,4 +1,4 @@
-"""The inventory sync records an outside change once, and knows a hand-restored value is not a run's."""
+"""The inventory sync records an outside change once, and treats a hand-restored value as an outside change."""
 
 from __future__ import annotations
 

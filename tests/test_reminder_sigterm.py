@@ -41,7 +41,7 @@ async def seed_overdue(url: str, fly: FlyState) -> None:
 
 
 def rate_limit_after_parent(slack: SlackStandin) -> None:
-    """Once the reminder's parent is stored, answer the next posts with 429, as Slack does to a burst."""
+    """Reject the posts after the reminder's parent with 429, as Slack does to a burst."""
     store = slack.workspace.store_message
 
     def store_and_throttle(message: Message) -> Message:

@@ -1,4 +1,4 @@
-"""`/secret rotated` for a secret that the policy knows but Fly does not have is rejected."""
+"""`/secret rotated` is rejected for a secret that the policy describes but Fly does not have."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.standins.slack_driver import SlackDriver
 SYNCED_ROWS = 5
 
 
-async def test_recorded_date_for_secret_not_on_fly_not_listed(
+async def test_rotated_secret_not_on_fly_rejected(
     bot: BotProcess, driver: SlackDriver, slack: SlackStandin
 ) -> None:
     await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
@@ -29,7 +29,7 @@ async def test_recorded_date_for_secret_not_on_fly_not_listed(
     assert query(bot.database_path, "SELECT name FROM inventory WHERE name = 'WAHA_TOKEN'") == []
 
 
-async def test_recorded_date_for_secret_not_on_fly_not_reported_removed(
+async def test_rotated_not_on_fly_no_removal(
     bot: BotProcess, driver: SlackDriver, slack: SlackStandin
 ) -> None:
     await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)

@@ -188,7 +188,7 @@ async def test_sync_reports_each_app(bot: BotProcess, driver: SlackDriver, slack
 
     lines = reply.text.splitlines()
     assert len(lines) == 2
-    # The start-up reminder also syncs, and may be the one that sees NEW_SECRET first.
+    # The start-up reminder also syncs, and may be the one that records NEW_SECRET first.
     assert lines[0].startswith(f":white_check_mark: {APP}: 5 secret(s), ")
     assert lines[1].startswith(":white_check_mark: hotel-staging: 1 secret(s), 0 appeared")
     assert query(bot.database_path, "SELECT * FROM inventory WHERE name = 'NEW_SECRET'") != []

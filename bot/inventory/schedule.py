@@ -31,7 +31,7 @@ STAGED_STATUS = "staged"
 
 @dataclass(frozen=True)
 class SecretStatus:
-    """One secret of one app as the schedule sees it at `now`."""
+    """One secret of one app, with its due date and state at `now`."""
 
     app: str
     name: str

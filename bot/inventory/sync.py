@@ -251,7 +251,7 @@ async def _apply_listing(session: AsyncSession, *, app: str, secrets: dict[str, 
                                       last_seen_at=row.last_seen_at.isoformat()))
 
     if first_sync and changes.appeared:
-        # The first sync of an app finds everything at once; one record says so.
+        # The first sync of an app finds every secret at once, so one summary record is written.
         changes.entries.append(audit.AuditEntry(
             event="inventory.appeared", app=app,
             detail={"first_sync": True, "count": len(changes.appeared),
@@ -263,7 +263,7 @@ def _record_new_digest(row: InventorySecret, secret: FlySecret, *, now: datetime
                        run_id: str | None, changes: _Changes) -> None:
     """Record a digest that differs from the stored one, as a run's rotation or an outside change."""
     if open_run_id is not None:
-        # The run's verify step records the rotation with the digest it reads; a sync that
+        # The run's verify step records the rotation with the digest it reads. A sync that
         # runs between flyctl's import and that step leaves the row to it.
         logger.info("inventory digest change left to its run app=%s secret=%s run_id=%s",
                     row.app, row.name, open_run_id)

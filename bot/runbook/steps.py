@@ -51,7 +51,7 @@ class Failed:
 
     reason: str
     denied: bool = False
-    # An approval request that nobody answered in time.
+    # An approval request that no approver decided in time.
     expired: bool = False
 
 

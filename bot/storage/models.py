@@ -266,7 +266,7 @@ class ReminderPost(Base):
     local_date: Mapped[str] = mapped_column(String(10))
     # claimed | posted | empty (nothing due and no all-clear)
     status: Mapped[str] = mapped_column(String(16))
-    # Host and process ID of the claimer, so a stale claim can be told from a live one.
+    # Host and process ID of the claimer: only the claimer may mark the day posted.
     claimed_by: Mapped[str] = mapped_column(String(128))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
