@@ -85,9 +85,18 @@ class AckReport:
     runs_started: int = 0
 
 
+KINDS = ("status", "rotate", "click")
+
+
 async def measure_acks(world: World, bot: BotProcess, baseline: Baseline, *, levels: tuple[int, ...],
-                       requests: int, first_secret: int, run_timeout: float) -> AckReport:
-    """Send `requests` of each kind at each level in `levels`; rotations use secrets from `first_secret` on."""
+                       requests: int, first_secret: int, run_timeout: float,
+                       kinds: tuple[str, ...] = KINDS) -> AckReport:
+    """Send `requests` of each kind at each level in `levels`; rotations use secrets from `first_secret` on.
+
+    `kinds` leaves kinds out; a click needs the rotations of its level, so "click" needs "rotate".
+    """
+    if "click" in kinds and "rotate" not in kinds:
+        raise ValueError(f"kinds {kinds} has click without rotate; clicks approve the runs the rotations start")
     recorder = RequestRecorder(world.slack)
     report = AckReport()
     seen: set[str] = set()
@@ -102,9 +111,12 @@ async def measure_acks(world: World, bot: BotProcess, baseline: Baseline, *, lev
                         result.p50_ms, result.p99_ms, result.max_ms, result.requests_per_second, result.errors)
 
     for concurrency in levels:
-        for _ in range(requests):
-            await recorder.slash_command("status", user_id=REQUESTER, channel_id=CHANNEL)
-        await load("status", recorder.take(), concurrency)
+        if "status" in kinds:
+            for _ in range(requests):
+                await recorder.slash_command("status", user_id=REQUESTER, channel_id=CHANNEL)
+            await load("status", recorder.take(), concurrency)
+        if "rotate" not in kinds:
+            continue
 
         for index in range(next_secret, next_secret + requests):
             await recorder.slash_command(f"rotate {secret_name(index)} --app {world.fleet.app_of(index)} benchmark",
@@ -115,6 +127,8 @@ async def measure_acks(world: World, bot: BotProcess, baseline: Baseline, *, lev
         parents = await wait_for_approval_buttons(world.slack, requests, exclude=seen, timeout=run_timeout)
         seen.update(parent.ts for parent in parents)
         report.runs_started += len(parents)
+        if "click" not in kinds:
+            continue
         for parent in parents:
             await recorder.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
         await load("click", recorder.take(), concurrency)

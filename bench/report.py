@@ -42,6 +42,7 @@ def print_results(results: dict[str, Any]) -> None:
     startup = results["startup"]
     print("\nFootprint")
     print(f"idle RSS: {results['idle_rss_mb']} MB (baseline {results['baseline_idle_rss_mb']} MB); "
+          f"after a restart on the migrated database: {results.get('idle_rss_after_restart_mb', '-')} MB; "
           f"after {sum(results['runs_completed'].values())} runs: {results['rss_after_runs_mb']} MB")
     print(f"start to healthy: first start {startup['first_start_s']} s, restart median {startup['restart_median_s']} s "
           f"(max {startup['restart_max_s']} s)")

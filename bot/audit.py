@@ -27,6 +27,8 @@ GENESIS_HASH = "0" * 64
 # Two writers that read the same last record collide on the unique prev_hash; the loser
 # reads again and retries. More collisions than this in a row means something is wrong.
 MAX_APPEND_ATTEMPTS = 20
+# Records read per query by verify_chain.
+VERIFY_BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -116,26 +118,37 @@ async def _append_in(session: AsyncSession, entry: AuditEntry) -> AuditRecord:
     return record
 
 
-async def verify_chain(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, int | None]:
-    """Check every record's hash; return (records checked, id of the first bad record or None)."""
+async def verify_chain(sessions: async_sessionmaker[AsyncSession], *,
+                       batch_size: int = VERIFY_BATCH_SIZE) -> tuple[int, int | None]:
+    """Check every record's hash; return (records checked, id of the first bad record or None).
+
+    Records are read in batches by id, each in a new session, so memory stays flat however
+    long the log is (a session keeps every entity it loaded). A record whose detail is not
+    valid JSON counts as a broken record, like any other change.
+    """
     expected_prev = GENESIS_HASH
     checked = 0
-    async with sessions() as session:
-        result = await session.stream_scalars(select(AuditRecord).order_by(AuditRecord.id))
-        async for record in result:
-            entry = AuditEntry(
-                event=record.event,
-                actor=record.actor,
-                run_id=record.run_id,
-                app=record.app,
-                secret=record.secret,
-                detail=record.detail_fields(),
-            )
+    last_id: int | None = None
+    while True:
+        async with sessions() as session:
+            query = select(AuditRecord).order_by(AuditRecord.id).limit(batch_size)
+            if last_id is not None:
+                query = query.where(AuditRecord.id > last_id)
+            batch = list(await session.scalars(query))
+        if not batch:
+            return checked, None
+        for record in batch:
+            try:
+                detail = record.detail_fields()
+            except (ValueError, TypeError):  # not JSON, or NULL: the stored detail was changed by hand
+                return checked, record.id
+            entry = AuditEntry(event=record.event, actor=record.actor, run_id=record.run_id, app=record.app,
+                               secret=record.secret, detail=detail)
             if record.prev_hash != expected_prev or record.hash != record_hash(record.prev_hash, record.at, entry):
                 return checked, record.id
             expected_prev = record.hash
             checked += 1
-    return checked, None
+        last_id = batch[-1].id
 
 
 async def records_for_run(sessions: async_sessionmaker[AsyncSession], run_id: str) -> list[AuditRecord]:

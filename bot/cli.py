@@ -8,33 +8,20 @@ import sys
 
 import click
 
+from bot.cli_audit import audit
 from bot.cli_backup import backup
+from bot.cli_check import check
+from bot.cli_import import import_file
 from bot.cli_inventory import sync
 from bot.cli_reminders import remind
+from bot.cli_run import run
 from bot.cli_status import status
 from bot.config import load_policy
 from bot.errors import ConfigError, SecretbotError
+from bot.logs import configure_logging
 from bot.settings import load_settings
 
 logger = logging.getLogger(__name__)
-
-
-def configure_logging(level: str) -> None:
-    numeric = logging.getLevelName(level)
-    if not isinstance(numeric, int):
-        raise click.BadParameter(f"LOG_LEVEL {level!r} is not a logging level; use DEBUG, INFO, WARNING or ERROR")
-    logging.basicConfig(
-        level=numeric,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiosqlite and the Slack SDK log request bodies at DEBUG; those can hold message text.
-    for noisy in ("aiosqlite", "slack_sdk", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
-    # SQLAlchemy logs every statement with its parameters at INFO.
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
-    # Alembic logs its context set-up on every revision check, i.e. every /healthz.
-    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
 
 
 @click.group()
@@ -44,12 +31,15 @@ def main() -> None:
 
 @main.command()
 def serve() -> None:
-    """Start the HTTP server for Slack (POST /slack/events, GET /healthz) on $PORT."""
+    """Serve Slack on $PORT: POST /slack/events, or Socket Mode when SLACK_APP_TOKEN is set.
+
+    GET /healthz and GET /metrics are served in both modes.
+    """
     from bot.server import serve as run_server
 
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         asyncio.run(run_server(settings))
     except SecretbotError as exc:
         click.echo(f"secretbot: {exc}", err=True)
@@ -90,6 +80,7 @@ def check_config() -> None:
         click.echo(
             f"  {secret.name}: {secret.priority.value} (every {secret.priority.interval_days} days), "
             f"{secret.source.value}" + (f", external: {secret.external}" if secret.external else "")
+            + (", rotation opened automatically when due" if secret.auto_rotate else "")
         )
 
 
@@ -127,38 +118,10 @@ main.add_command(backup)
 main.add_command(sync)
 main.add_command(status)
 main.add_command(remind)
-
-
-@main.group()
-def audit() -> None:
-    """Inspect the append-only audit log."""
-
-
-@audit.command("verify")
-def audit_verify() -> None:
-    """Check the audit log's hash chain; exit 1 at the first record that does not match."""
-    from bot.audit import verify_chain
-    from bot.storage.db import create_engine, create_session_factory
-
-    async def run() -> tuple[int, int | None]:
-        engine = create_engine(settings.database_url)
-        try:
-            return await verify_chain(create_session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    try:
-        settings = load_settings()
-        configure_logging("WARNING")
-        checked, bad = asyncio.run(run())
-    except SecretbotError as exc:
-        click.echo(f"secretbot: {exc}", err=True)
-        sys.exit(2)
-    if bad is not None:
-        click.echo(f"audit log broken at record {bad}: its hash does not follow from the {checked} records before it",
-                   err=True)
-        sys.exit(1)
-    click.echo(f"audit log intact: {checked} records")
+main.add_command(run)
+main.add_command(check)
+main.add_command(audit)
+main.add_command(import_file)
 
 
 if __name__ == "__main__":

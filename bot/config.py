@@ -63,7 +63,7 @@ _SLACK_KEYS = {
 _FLY_KEYS = {"apps", "command_timeout", "deploy_timeout", "verify_timeout", "verify_interval", "health_urls"}
 _SECRET_KEYS = {
     "priority", "source", "format", "length", "external", "instructions", "value_pattern", "allow_whitespace",
-    "revoke_instructions", "paired_with",
+    "revoke_instructions", "paired_with", "auto_rotate",
 }
 _BACKUPS_KEYS = {"s3"}
 _BACKUPS_S3_KEYS = {"endpoint_url", "bucket", "prefix", "region"}
@@ -168,6 +168,12 @@ def load_policy(path: Path, *, required: bool = False) -> Policy:
     for secret in secrets.values():
         if secret.paired_with is not None and secret.paired_with not in secrets:
             raise reader.fail(f"secrets.{secret.name}.paired_with", f"{secret.paired_with!r} is not a known secret")
+        partner = secrets.get(secret.paired_with) if secret.paired_with else None
+        if secret.auto_rotate and partner is not None and partner.source is not Source.GENERATED:
+            # The pair rotates in one run, which would wait for a person to enter the partner's value.
+            raise reader.fail(f"secrets.{secret.name}.auto_rotate",
+                              f"{secret.name} is paired with {partner.name}, whose value a provider issues, so the "
+                              "bot cannot rotate the pair by itself; remove auto_rotate")
     backups = _read_backups(reader, reader.table(raw, "backups", "backups"))
     reminders = _read_reminders(reader, reader.table(raw, "reminders", "reminders"))
     inventory = _read_inventory(reader, reader.table(raw, "inventory", "inventory"))
@@ -308,6 +314,12 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
         paired_with = reader.string(entry["paired_with"], f"{prefix}.paired_with")
         if paired_with == name:
             raise reader.fail(f"{prefix}.paired_with", "a secret cannot be paired with itself")
+    auto_rotate = False
+    if "auto_rotate" in entry:
+        auto_rotate = reader.flag(entry["auto_rotate"], f"{prefix}.auto_rotate")
+        if auto_rotate and source is not Source.GENERATED:
+            raise reader.fail(f"{prefix}.auto_rotate", 'only applies to source = "generated": a provider issues '
+                                                       "this value, so a person must enter it during the rotation")
     allow_whitespace = builtin.allow_whitespace if builtin else False
     if "allow_whitespace" in entry:
         if not isinstance(entry["allow_whitespace"], bool):
@@ -326,6 +338,7 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
         allow_whitespace=allow_whitespace,
         revoke_instructions=revoke_instructions,
         paired_with=paired_with,
+        auto_rotate=auto_rotate,
     )
 
 

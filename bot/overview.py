@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.inventory.schedule import SecretStatus, State
 from bot.policy import Priority
-from bot.runbook.engine import TERMINAL_STATUSES
+from bot.runbook.views import TERMINAL_STATUSES
 from bot.storage.models import AuditRecord, Run
 
 # What a person must act on comes first. Within a state, the earliest due date comes first,

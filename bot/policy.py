@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -63,6 +64,20 @@ class SecretPolicy:
     # A secret that changes together with this one (a key ID and its key), so a command
     # naming one runs both in one flyctl call and one restart.
     paired_with: str | None = None
+    # Generated values only: the bot opens the rotation run itself when the secret falls
+    # due (requester "secretbot"); the run still waits for approval.
+    auto_rotate: bool = False
+
+
+def chosen_policy(name: str, priority: str | None, source: str | None) -> SecretPolicy | None:
+    """Build the policy of a priority and source chosen at `/secret add`, or None when either is missing or unknown.
+
+    The value format and length are SecretPolicy's defaults for a generated value.
+    """
+    try:
+        return SecretPolicy(name=name, priority=Priority(priority), source=Source(source))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -160,9 +175,28 @@ class Policy:
     backups: BackupSettings = field(default_factory=BackupSettings)
     reminders: ReminderSettings = field(default_factory=ReminderSettings)
     inventory: InventorySettings = field(default_factory=InventorySettings)
+    # Policies chosen with `/secret add` for names this file does not list, by app and then
+    # by name, as stored in the inventory. The file never sets them; Services loads them.
+    added: Mapping[str, Mapping[str, SecretPolicy]] = field(default_factory=dict)
 
     def secret(self, name: str) -> SecretPolicy | None:
+        """Return the [secrets.NAME] policy of a secret, or None when secretbot.toml does not list it."""
         return self.secrets.get(name)
+
+    def secret_for(self, app: str, name: str) -> SecretPolicy | None:
+        """Return the policy that rotates `name` on `app`, or None when neither source describes it.
+
+        A [secrets.NAME] table takes precedence over the choice stored when the secret was added,
+        so a table written later changes the secret on every app at once, as it does the schedule.
+        """
+        configured = self.secrets.get(name)
+        if configured is not None:
+            return configured
+        return self.added.get(app, {}).get(name)
+
+    def with_added(self, added: Mapping[str, Mapping[str, SecretPolicy]]) -> Policy:
+        """Return a copy of this policy with the stored choices of added secrets replaced by `added`."""
+        return replace(self, added=added)
 
     def priority_of(self, name: str) -> Priority:
         """Return the configured priority of a secret, or the default for names the file does not list."""

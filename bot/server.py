@@ -19,23 +19,30 @@ from bot.config import load_policy
 from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
 from bot.inventory import InventorySync
+from bot.inventory.auto_rotate import AutoRotator, RotatingInventorySync, open_automatic_runs
+from bot.metrics import CANCELLED, BotMetrics, metrics_route
 from bot.people import People
 from bot.policy import Policy
+from bot.preflight import SlackAuthTest
 from bot.reminders.ledger import ReminderLedger
 from bot.reminders.report import Reminder
 from bot.reminders.scheduler import ReminderPoster, ReminderScheduler
 from bot.runbook.context import Services
 from bot.runbook.engine import Engine
+from bot.runbook.views import TERMINAL_STATUSES
 from bot.sealing import Sealer
 from bot.settings import Settings
 from bot.storage.db import create_engine, create_session_factory, migrate, schema_is_current
 from bot.storage.seen import SeenRequests
+from bot.summaries import SummaryPoster, SummaryQueue
 from handlers.http import SlackEndpoint
 from handlers.listeners import register
 from handlers.observer import SlackObserver
 from handlers.reminder_poster import SlackReminderPoster
 from handlers.reminder_views import reminder_text
 from handlers.slack_app import SingleWorkspaceAuthorizer, SlackDirectory, create_app, create_client
+from handlers.socket_mode import SocketModeReceiver
+from handlers.summary_poster import SlackSummaryPoster, terminal_client
 from runbooks import RUNBOOKS
 
 logger = logging.getLogger(__name__)
@@ -54,12 +61,24 @@ class Bot:
     database: AsyncEngine
     inventory_sync: InventorySync
     reminders: ReminderScheduler
+    # Set when SLACK_APP_TOKEN is set. Requests then come over Socket Mode instead of POST /slack/events.
+    socket_mode: SocketModeReceiver | None = None
+    # Summaries of runs started from a terminal that wait for Slack, and who posts them.
+    summaries: SummaryQueue | None = None
+    summary_poster: SummaryPoster | None = None
 
 
 async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
-    token, signing_secret = settings.require_slack()
+    app_token: str | None = None
+    signing_secret: str | None = None
+    if settings.slack_app_token is not None:
+        token, app_token = settings.require_socket_mode()
+    else:
+        token, signing_secret = settings.require_slack()
     policy = policy or load_policy(settings.config_path, required=settings.config_required)
 
+    metrics = BotMetrics()
+    metrics.declare_runbooks(RUNBOOKS, (*TERMINAL_STATUSES, CANCELLED))
     database = create_engine(settings.database_url)
     await migrate(database)
     sessions = create_session_factory(database)
@@ -75,12 +94,13 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
         command_timeout=policy.fly.command_timeout,
         deploy_timeout=policy.fly.deploy_timeout,
         redactor=redactor,
+        metrics=metrics,
     )
     # One key encrypts both the values waiting between steps and the backups.
     sealer = Sealer.from_setting(settings.backup_key)
     backups = build_backup_store(settings=settings, policy=policy, sessions=sessions,
                                  sealer=None if sealer.ephemeral else sealer)
-    client = create_client(token=token, base_url=settings.slack_api_url)
+    client = create_client(token=token, base_url=settings.slack_api_url, on_api_error=metrics.slack_api_error)
     services = Services(policy=policy, sessions=sessions, flyctl=flyctl, sealer=sealer, redactor=redactor,
                         backups=backups, people=People(directory=SlackDirectory(client)))
 
@@ -92,14 +112,26 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
     observer = SlackObserver(client=client, sessions=sessions, policy=policy,
                              load_run=lambda run_id: engine.get_run(run_id),
                              resolved_policy=lambda: services.policy)
-    engine = Engine(services=services, runbooks=RUNBOOKS, observer=observer)
-    inventory_sync = InventorySync(flyctl=flyctl, sessions=sessions, policy=policy, clock=services.clock)
+    engine = Engine(services=services, runbooks=RUNBOOKS, observer=observer, metrics=metrics)
+    # After each sync of all apps, the due auto_rotate secrets get their rotation run.
+    auto_rotator = AutoRotator(engine=engine, store=services.inventory, sessions=sessions, policy=policy)
+    inventory_sync = RotatingInventorySync(flyctl=flyctl, sessions=sessions, policy=policy, clock=services.clock,
+                                           rotator=auto_rotator if auto_rotator.enabled else None)
     register(slack_app, engine=engine, policy=policy, observer=observer, inventory_sync=inventory_sync)
 
-    endpoint = SlackEndpoint(slack_app, signing_secret, seen=SeenRequests(sessions))
     web_app = web.Application(client_max_size=2 * 1024 * 1024)
-    web_app.router.add_post("/slack/events", endpoint.handle)
+    socket_mode: SocketModeReceiver | None = None
+    if app_token is not None:
+        socket_mode = SocketModeReceiver(slack_app, app_token=app_token, api_url=settings.slack_api_url,
+                                         seen=SeenRequests(sessions))
+        await socket_mode.check_token()
+    else:
+        assert signing_secret is not None
+        endpoint = SlackEndpoint(slack_app, signing_secret, seen=SeenRequests(sessions))
+        web_app.router.add_post("/slack/events", endpoint.handle)
     web_app.router.add_get("/healthz", _healthz(database))
+    web_app.router.add_get("/metrics", metrics_route(
+        metrics, read_statuses=lambda: services.inventory.statuses(shared=True), apps=policy.fly.apps))
 
     async def refresh_inventory() -> None:
         # The reminder lists the secrets on Fly now, not those of the last periodic sync.
@@ -107,8 +139,11 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
 
     reminders = ReminderScheduler(store=services.inventory, ledger=ReminderLedger(sessions=sessions, clock=services.clock),
                                   poster=SlackReminderPoster(client), policy=policy, clock=services.clock,
-                                  before_post=refresh_inventory)
-    return Bot(web_app=web_app, engine=engine, database=database, inventory_sync=inventory_sync, reminders=reminders)
+                                  before_post=refresh_inventory, metrics=metrics,
+                                  read_automatic=lambda: open_automatic_runs(sessions))
+    return Bot(web_app=web_app, engine=engine, database=database, inventory_sync=inventory_sync, reminders=reminders,
+               socket_mode=socket_mode, summaries=SummaryQueue(sessions=sessions, clock=services.clock),
+               summary_poster=SlackSummaryPoster(client))
 
 
 def reminder_poster(settings: Settings) -> ReminderPoster:
@@ -122,6 +157,20 @@ def reminder_poster(settings: Settings) -> ReminderPoster:
 def render_reminder(reminder: Reminder, *, channel: str) -> str:
     """Render a reminder as terminal text; the wording lives in handlers, which the core does not import."""
     return reminder_text(reminder, channel=channel)
+
+
+def terminal_summary_poster(settings: Settings) -> SummaryPoster | None:
+    """Return the Slack poster for the summary of `secretbot run`, or None without SLACK_BOT_TOKEN."""
+    if not settings.slack_bot_token:
+        return None
+    return SlackSummaryPoster(terminal_client(token=settings.slack_bot_token, base_url=settings.slack_api_url))
+
+
+def slack_auth_test() -> SlackAuthTest:
+    """Return the auth.test call for `secretbot check`, which reaches Slack code only through this module."""
+    from handlers.slack_auth import call_auth_test
+
+    return call_auth_test
 
 
 def _state_dir(settings: Settings) -> Path:
@@ -167,6 +216,8 @@ async def serve(settings: Settings) -> None:
             message = f"cannot listen on PORT {settings.port} ({exc.strerror or exc}); set PORT to another port"
         raise ConfigError(message) from exc
     logger.info("secretbot listening port=%d", settings.port)
+    if bot.socket_mode is not None:
+        await bot.socket_mode.start()
 
     resumed = await bot.engine.resume()
     if resumed:
@@ -181,6 +232,9 @@ async def serve(settings: Settings) -> None:
     sync_task = asyncio.create_task(bot.inventory_sync.run_periodic(stop), name="inventory-sync")
     # Also after the site is up: a reminder missed while the bot was down is sent now, late.
     reminder_task = asyncio.create_task(bot.reminders.run(stop), name="daily-reminder")
+    # Summaries that terminal runs queued while Slack was unreachable: now, then every minute.
+    summary_task = (asyncio.create_task(bot.summaries.run(bot.summary_poster, stop), name="terminal-summaries")
+                    if bot.summaries is not None and bot.summary_poster is not None else None)
     await stop.wait()
     await expiry
     # A sync in progress is cancelled, which stops its flyctl process; the next start syncs again.
@@ -191,8 +245,14 @@ async def serve(settings: Settings) -> None:
     # is cancelled, and its claim expires, so a process posts it again later.
     with suppress(asyncio.TimeoutError, asyncio.CancelledError):
         await asyncio.wait_for(reminder_task, timeout=REMINDER_STOP_SECONDS)
+    if summary_task is not None:
+        # A summary still posting is cancelled; its claim expires and another process posts it.
+        with suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(summary_task, timeout=REMINDER_STOP_SECONDS)
 
     logger.info("shutting down; waiting up to %.0f s for running steps", SHUTDOWN_GRACE_SECONDS)
+    if bot.socket_mode is not None:
+        await bot.socket_mode.stop()
     await site.stop()
     await bot.engine.drain(SHUTDOWN_GRACE_SECONDS)
     await runner.cleanup()

@@ -16,12 +16,16 @@ from bot.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///secretbot.db"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# The values of LOG_FORMAT; bot/logs.py has a formatter for each.
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
 class Settings:
     slack_bot_token: str | None = field(repr=False, default=None)
     slack_signing_secret: str | None = field(repr=False, default=None)
+    # An app-level token (xapp-). When it is set, `serve` receives Slack's requests over Socket Mode.
+    slack_app_token: str | None = field(repr=False, default=None)
     slack_api_url: str = DEFAULT_SLACK_API_URL
     database_url: str = DEFAULT_DATABASE_URL
     flyctl: str = "flyctl"
@@ -35,6 +39,8 @@ class Settings:
     s3_secret_access_key: str | None = field(repr=False, default=None)
     port: int = 8080
     log_level: str = "INFO"
+    # "text" (readable lines) or "json" (one JSON object per line), as bot/logs.py formats them.
+    log_format: str = "text"
 
     def require_slack(self) -> tuple[str, str]:
         """Return the Slack token and signing secret, or raise naming the missing variable."""
@@ -55,6 +61,38 @@ class Settings:
         if not self.slack_bot_token.startswith("xoxb-"):
             raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with 'xoxb-'")
         return self.slack_bot_token, self.slack_signing_secret
+
+    def require_socket_mode(self) -> tuple[str, str]:
+        """Return the bot token and the app-level token for Socket Mode, or raise naming the variable to fix.
+
+        Socket Mode needs no signing secret, because Slack sends no HTTP requests to the bot then.
+        """
+        if not self.slack_bot_token:
+            raise ConfigError("missing environment variable SLACK_BOT_TOKEN: set it to the bot token from the "
+                              "Slack app's OAuth & Permissions page")
+        if not self.slack_bot_token.startswith("xoxb-"):
+            raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with 'xoxb-'")
+        return self.slack_bot_token, check_app_token(self.slack_app_token or "")
+
+
+# Only the characters are checked: a token pasted with a line break, a space or quotes is
+# reported here rather than as a broken Authorization header.
+_APP_TOKEN = re.compile(r"xapp-[A-Za-z0-9-]+")
+_APP_TOKEN_HELP = ("create one on the Slack app's Basic Information page, under App-Level Tokens, with the "
+                   "connections:write scope, or unset SLACK_APP_TOKEN to receive requests over HTTP")
+
+
+def check_app_token(token: str) -> str:
+    """Return `token` if it has the shape of an app-level token, or raise without repeating the token."""
+    if token.startswith("xoxb-"):
+        raise ConfigError("SLACK_APP_TOKEN is a bot token (xoxb-), which cannot open a Socket Mode connection; "
+                          "set it to an app-level token starting with 'xapp-': " + _APP_TOKEN_HELP)
+    if not token.startswith("xapp-"):
+        raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with 'xapp-'; " + _APP_TOKEN_HELP)
+    if not _APP_TOKEN.fullmatch(token):
+        raise ConfigError("SLACK_APP_TOKEN contains characters other than letters, digits and '-'; "
+                          "copy the token again without spaces, quotes or line breaks")
+    return token
 
 
 def normalize_database_url(url: str) -> str:
@@ -82,10 +120,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"PORT must be a number, got {port_text!r}") from exc
     if not 0 <= port <= 65535:
         raise ConfigError(f"PORT must be between 0 and 65535, got {port}")
+    log_format = (env.get("LOG_FORMAT") or "text").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT {env.get('LOG_FORMAT')!r} is not a log format; set it to 'text' for "
+                          "readable lines or 'json' for one JSON object per line")
 
     return Settings(
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+        slack_app_token=env.get("SLACK_APP_TOKEN") or None,
         slack_api_url=env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL,
         database_url=normalize_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
         flyctl=env.get("FLYCTL") or "flyctl",
@@ -97,4 +140,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         s3_secret_access_key=env.get("SECRETBOT_S3_SECRET_ACCESS_KEY") or None,
         port=port,
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        log_format=log_format,
     )

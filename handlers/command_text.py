@@ -30,8 +30,13 @@ ROTATED_USAGE = "/secret rotated NAME YYYY-MM-DD [--app APP]"
 STATUS_USAGE = "/secret status [--app APP]"
 HISTORY_USAGE = "/secret history NAME [--app APP]"
 SYNC_USAGE = "/secret sync [--app APP]"
+DIAGNOSE_USAGE = "/secret diagnose NAME [--app APP]"
 # The runbook each verb starts, with its usage line.
 RUN_USAGES = {"rotate": ROTATE_USAGE, "compromised": COMPROMISED_USAGE, "lost": LOST_USAGE}
+ADD_USAGE = "/secret add NAME [--app APP] [[--] reason]"
+UNSET_USAGE = "/secret unset NAME [--app APP] [[--] reason]"
+# The verbs that put a new secret on an app or remove one, with their usage lines.
+CHANGE_USAGES = {"add": ADD_USAGE, "unset": UNSET_USAGE}
 USAGES = (
     (
         ROTATE_USAGE,
@@ -43,11 +48,15 @@ USAGES = (
         "a leaked secret: revoke it at the source, replace it at once (no approval wait) and record the incident",
     ),
     (LOST_USAGE, "a secret nobody can find: restore the bot's backup or regenerate it, then review"),
+    (ADD_USAGE, "put a new secret on the app: choose its priority and value, then approval and checks"),
+    (UNSET_USAGE, "remove a secret from the app after approval; a Restore button puts its kept backup back"),
     ("/secret cancel RUN_ID [reason]", "stop an open run (the requester or an approver); no step may be running"),
     (STATUS_USAGE, "list every secret, most urgent first: priority, last rotation, age, due date and state"),
     (HISTORY_USAGE, "show the audit trail of one secret, newest first"),
     (ROTATED_USAGE, "record the real date of a secret's last rotation (approvers only, because it moves the due date)"),
     (SYNC_USAGE, "read the list of secrets from Fly now instead of waiting for the next sync"),
+    (DIAGNOSE_USAGE, "check one secret on the app (listed, deployed, machines healthy, logs, backup) "
+                     "and offer the fix as a button"),
     ("/secret help", "show this help"),
 )
 CANCEL_USAGE = "/secret cancel RUN_ID [reason]"
@@ -56,7 +65,7 @@ _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 # Older dates are typing mistakes (a year like 0202): Fly.io apps, and the secrets on them, are younger.
 EARLIEST_ROTATION_DATE = date(2000, 1, 1)
 # Verbs other than the runbooks, for the "Did you mean" hint.
-OTHER_VERBS = ("cancel", "status", "history", "rotated", "sync", "help")
+OTHER_VERBS = ("cancel", "status", "history", "rotated", "sync", "help", "diagnose")
 # The token that ends the secret names. Every later token except `--app APP` belongs to the reason.
 END_OF_NAMES = "--"
 
@@ -89,6 +98,20 @@ class RotateCommand:
     app: str
     reason: str | None
     kind: str = "rotate"
+
+
+@dataclass(frozen=True)
+class SecretChangeCommand:
+    """`/secret add` or `/secret unset` (`kind`): one secret to put on an app or to remove from it."""
+
+    kind: str
+    name: str
+    app: str
+    reason: str | None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name,)
 
 
 @dataclass(frozen=True)
@@ -126,7 +149,16 @@ class SyncCommand:
     app: str | None
 
 
-Command = HelpCommand | RotateCommand | CancelCommand | RecordDateCommand | StatusCommand | HistoryCommand | SyncCommand
+@dataclass(frozen=True)
+class DiagnoseCommand:
+    """`/secret diagnose NAME`: the troubleshooting checklist for one secret on one app."""
+
+    name: str
+    app: str
+
+
+Command = (HelpCommand | RotateCommand | CancelCommand | RecordDateCommand | StatusCommand | HistoryCommand
+           | SyncCommand | DiagnoseCommand | SecretChangeCommand)
 
 
 def help_text() -> str:
@@ -148,7 +180,9 @@ def parse_command(text: str, policy: Policy, *, today: date | None = None) -> Co
     """Parse the text after `/secret`; raise CommandError with usage on any mistake.
 
     `today` is the latest date `/secret rotated` accepts; by default the later of today in
-    UTC and today in the reminder time zone.
+    UTC and today in the reminder time zone. rotate, compromised and lost accept the names
+    in secretbot.toml and those in `policy.added` for the app. Parsing does no I/O, so the
+    caller loads `policy.added` first.
     """
     tokens = normalize(text).split()
     if not tokens or tokens[0].lower() in ("help", "-h", "--help"):
@@ -157,6 +191,8 @@ def parse_command(text: str, policy: Policy, *, today: date | None = None) -> Co
     verb = tokens[0].lower()
     if verb in RUN_USAGES:
         return _parse_rotate(tokens[1:], policy, kind=verb)
+    if verb in CHANGE_USAGES:
+        return _parse_change(tokens[1:], policy, kind=verb)
     if verb == "cancel":
         return _parse_cancel(tokens[1:])
     if verb == "rotated":
@@ -169,7 +205,9 @@ def parse_command(text: str, policy: Policy, *, today: date | None = None) -> Co
         return StatusCommand(app=app) if verb == "status" else SyncCommand(app=app)
     if verb == "history":
         return _parse_history(tokens[1:], policy)
-    suggestion = _close(verb, [*RUN_USAGES, *OTHER_VERBS])
+    if verb == "diagnose":
+        return _parse_diagnose(tokens[1:], policy)
+    suggestion = _close(verb, [*RUN_USAGES, *CHANGE_USAGES, *OTHER_VERBS])
     hint = f" Did you mean `{suggestion}`?" if suggestion else ""
     raise CommandError(f"Unknown command `{_shown(tokens[0])}`.{hint}\n{help_text()}")
 
@@ -187,7 +225,7 @@ def _parse_rotate(tokens: list[str], policy: Policy, *, kind: str = "rotate") ->
         if token == END_OF_NAMES:
             names_ended = True
             continue
-        if token in policy.secrets:
+        if policy.secret_for(app, token) is not None:
             if token not in names:
                 names.append(token)
             continue
@@ -203,7 +241,8 @@ def _parse_rotate(tokens: list[str], policy: Policy, *, kind: str = "rotate") ->
         raise _usage_error("Name at least one secret.", usage)
     for name in list(names):
         # A key ID and its key change together, in one flyctl call and one restart.
-        partner = policy.secrets[name].paired_with
+        secret = policy.secret_for(app, name)
+        partner = secret.paired_with if secret is not None else None
         if partner is not None and partner not in names:
             names.append(partner)
     if len(names) > MAX_SECRETS_PER_RUN:
@@ -214,6 +253,42 @@ def _parse_rotate(tokens: list[str], policy: Policy, *, kind: str = "rotate") ->
     if reason is not None and _REDACTOR.redact(reason) != reason:
         raise _usage_error("The reason looks like it contains a key or token; leave values out of the reason.", usage)
     return RotateCommand(names=tuple(names), app=app, reason=reason, kind=kind)
+
+
+def _parse_change(tokens: list[str], policy: Policy, *, kind: str) -> SecretChangeCommand:
+    """Parse `NAME [--app APP] [[--] reason]` after `add` or `unset`; the name need not be in secretbot.toml."""
+    usage = CHANGE_USAGES[kind]
+    app, rest = _take_app_flag(tokens, policy, usage)
+    if not rest or rest[0] == END_OF_NAMES:
+        raise _usage_error("Name the secret to add." if kind == "add" else "Name the secret to remove.", usage)
+    name, reason_tokens = rest[0], rest[1:]
+    if name.startswith("-"):
+        option = name.split("=", 1)[0]
+        raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.", usage)
+    if not SECRET_NAME_PATTERN.match(name):
+        raise _usage_error(
+            f"`{_shown(name)}` is not a valid secret name; names are letters, digits and underscores, "
+            "and do not start with a digit.", usage)
+    if name != name.upper() and _REDACTOR.redact(name) != name:
+        # The name becomes the run's headline in the channel, so a pasted key must not pass
+        # for one. Long upper-case names are left alone: keys mix cases.
+        raise _usage_error("That looks like a key or token rather than a secret name; name the secret, "
+                           "never its value.", usage)
+
+    if reason_tokens and reason_tokens[0] == END_OF_NAMES:
+        reason_tokens = reason_tokens[1:]
+    elif reason_tokens and reason_tokens[0].startswith("-"):
+        option = reason_tokens[0].split("=", 1)[0]
+        raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.", usage)
+    elif reason_tokens and _looks_like_name(reason_tokens[0], policy):
+        raise _usage_error(
+            f"`/secret {kind}` takes one secret name, and `{_shown(reason_tokens[0])}` looks like a second one. "
+            f"If the reason starts here, put `{END_OF_NAMES}` before it.", usage)
+    reason = " ".join(reason_tokens) or None
+    problem = reason_problem(reason) if reason is not None else None
+    if problem is not None:
+        raise _usage_error(problem, usage)
+    return SecretChangeCommand(kind=kind, name=name, app=app, reason=reason)
 
 
 def _parse_cancel(tokens: list[str]) -> CancelCommand:
@@ -234,7 +309,7 @@ def rotate_target(app: str, name: str, policy: Policy) -> RotateCommand:
     """
     if not SECRET_NAME_PATTERN.match(name):
         raise _usage_error(f"`{_shown(name)}` is not a valid secret name.", ROTATE_USAGE)
-    if name not in policy.secrets:
+    if policy.secret_for(app, name) is None:
         raise CommandError(
             f"{name} is not in secretbot.toml, so there is no runbook for it; add it under [secrets] "
             f"to rotate it with secretbot.")
@@ -313,6 +388,23 @@ def _parse_history(tokens: list[str], policy: Policy) -> HistoryCommand:
     return HistoryCommand(name=name, app=app)
 
 
+def _parse_diagnose(tokens: list[str], policy: Policy) -> DiagnoseCommand:
+    app, rest = _take_app_flag(tokens, policy, DIAGNOSE_USAGE)
+    if not rest:
+        raise _usage_error("Name the secret to diagnose.", DIAGNOSE_USAGE)
+    name = rest[0]
+    if name.startswith("-"):
+        option = name.split("=", 1)[0]
+        raise _usage_error(f"Unknown option `{_shown(option)}`; the only option is `--app APP`.", DIAGNOSE_USAGE)
+    if not SECRET_NAME_PATTERN.match(name):
+        raise _usage_error(
+            f"`{_shown(name)}` is not a valid secret name; names are letters, digits and underscores.",
+            DIAGNOSE_USAGE)
+    if len(rest) > 1:
+        raise _usage_error(f"Unexpected `{_shown(rest[1])}`; name one secret.", DIAGNOSE_USAGE)
+    return DiagnoseCommand(name=name, app=app)
+
+
 def unknown_secret_error(name: str, known: list[str], *, app: str, usage: str) -> CommandError:
     """Return the error for a secret that is neither in secretbot.toml nor on the app, with the closest name."""
     message = f"Unknown secret `{_shown(name)}` on {app}."
@@ -339,6 +431,11 @@ def _reject_values(tokens: list[str], policy: Policy) -> None:
             continue
         name = token.split("=", 1)[0]
         example = name if name in policy.secrets else "NAME"
+        verb = tokens[0].lower()
+        if verb in CHANGE_USAGES:
+            raise _usage_error(
+                f"Values are never typed in Slack. Name only the secret, e.g. `/secret {verb} {example}`; "
+                "a value is entered in a form that only you see, or generated by the bot.", CHANGE_USAGES[verb])
         raise _usage_error(
             f"Values are never typed in Slack. Name only the secret, e.g. `/secret rotate {example}`; "
             "the bot makes or asks for the new value."

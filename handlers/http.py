@@ -113,12 +113,16 @@ class SlackEndpoint:
         """
         if self.seen is None:
             return None
+        event_id = _event_id(body, content_type)
+        keys = [f"signature:{signature}"] if event_id is None else [f"signature:{signature}", f"event:{event_id}"]
         try:
-            if not await self.seen.first_time(f"signature:{signature}"):
+            # One write for both keys. A replay's event key was recorded with its first delivery,
+            # so recording it again changes nothing.
+            new_signature, *new_event = await self.seen.first_times(keys)
+            if not new_signature:
                 logger.warning("rejected replayed request remote=%s", request.remote)
                 return web.json_response({"error": "invalid request"}, status=401)
-            event_id = _event_id(body, content_type)
-            if event_id is not None and not await self.seen.first_time(f"event:{event_id}"):
+            if new_event and not new_event[0]:
                 logger.info("ignored a repeated event delivery event_id=%s retry=%s", event_id,
                             request.headers.get("X-Slack-Retry-Num", "-"))
                 return web.Response(status=200)
@@ -155,7 +159,12 @@ def _event_id(body: str, content_type: str | None) -> str | None:
         envelope = json.loads(body)
     except ValueError:
         return None
-    event_id = envelope.get("event_id") if isinstance(envelope, dict) else None
+    return event_id_of(envelope) if isinstance(envelope, dict) else None
+
+
+def event_id_of(envelope: dict[str, Any]) -> str | None:
+    """Return the `event_id` of an Events API envelope as the seen-requests key uses it, or None."""
+    event_id = envelope.get("event_id")
     if not isinstance(event_id, str) or not event_id:
         return None
     if len(event_id) > _MAX_EVENT_ID_LENGTH:
@@ -213,6 +222,29 @@ def check_body(raw_body: str, content_type: str | None) -> None:
             if not form.get(name):
                 raise MalformedRequest(f"form body has no {name}, which a slash command needs")
         _check_fields_bolt_reads(form, "slash command")
+
+
+def check_socket_payload(envelope_type: str, payload: dict[str, Any]) -> None:
+    """Raise MalformedRequest unless the payload of a Socket Mode envelope has the shape bolt and the listeners read.
+
+    Socket Mode delivers the same documents as HTTP, already parsed: a slash command's
+    form fields as an object (`slash_commands`), an interactivity payload (`interactive`)
+    or an Events API body (`events_api`).
+    """
+    if envelope_type == "slash_commands":
+        for name in _SLASH_COMMAND_FIELDS:
+            value = payload.get(name)
+            if not isinstance(value, str) or not value:
+                raise MalformedRequest(f"slash command payload has no string {name}")
+        if not isinstance(payload.get("text", ""), str):
+            raise MalformedRequest("slash command payload text is not a string")
+        _check_fields_bolt_reads(payload, "slash command")
+    elif envelope_type == "interactive":
+        _check_interaction(payload)
+    elif envelope_type == "events_api":
+        _check_document(payload, "events_api payload")
+    else:
+        raise MalformedRequest(f"envelope type {envelope_type!r} is not one the bot handles")
 
 
 def _load_object(text: str, where: str) -> dict[str, Any]:

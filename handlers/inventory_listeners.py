@@ -174,8 +174,9 @@ class InventoryCommands:
             logger.warning("ignored a rotate button with a malformed payload action_id=%r", action.get("action_id"))
             await reply("This button is not recognised; nothing was changed.")
             return
+        added = await self.engine.services.refresh_added_policies()
         try:
-            parsed = rotate_target(*target, self.policy)
+            parsed = rotate_target(*target, self.policy.with_added(added))
         except CommandError as exc:
             await reply(messages.rejected_reply(str(exc)))
             return

@@ -23,17 +23,22 @@ from bot.inventory.sync import InventorySync
 from bot.policy import Policy
 from bot.runbook.engine import Accepted, AlreadyDecided, AlreadyOpen, Engine, Invalid, Rejected
 from handlers import messages
+from handlers.add_form import DEFINE_ACTION, add_modal
+from handlers.change_listeners import ChangeCommands, register_changes
 from handlers.command_text import (
     CancelCommand,
+    DiagnoseCommand,
     HelpCommand,
     HistoryCommand,
     RecordDateCommand,
     RotateCommand,
+    SecretChangeCommand,
     StatusCommand,
     SyncCommand,
     help_text,
     parse_command,
 )
+from handlers.diagnose_listeners import DiagnoseCommands, register_diagnose
 from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
 from handlers.observer import SlackObserver
 from handlers.payloads import user_id_of
@@ -43,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 STEP_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(approve|deny|done|restore|regenerate)$")
 # These buttons open a form instead of deciding at once.
-FORM_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(enter|review)$")
+FORM_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(enter|review|{DEFINE_ACTION})$")
 _VALUE_PATTERN = re.compile(r"^([0-9a-f]{12}):([0-9]{1,3})$")
 _RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}\Z")
 
@@ -53,13 +58,20 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     inventory = InventoryCommands(engine=engine, policy=policy, observer=observer, inventory_sync=inventory_sync,
                                   start_rotation=_start_rotation)
     register_inventory(app, inventory)
+    diagnosis = DiagnoseCommands(engine=engine, policy=policy, observer=observer, start_rotation=_start_rotation)
+    register_diagnose(app, diagnosis)
     register_recovery(app, engine=engine, observer=observer)
+    changes = ChangeCommands(engine=engine, observer=observer, start_rotation=_start_rotation)
+    register_changes(app, changes)
 
     @app.command("/secret")
     async def secret_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         user_id = str(command.get("user_id", ""))
+        # The parser accepts secrets added with `/secret add` by their stored policy. Reading
+        # those is one query on the inventory table, done before the ack because parsing needs it.
+        added = await engine.services.refresh_added_policies()
         try:
-            parsed = parse_command(str(command.get("text", "")), policy)
+            parsed = parse_command(str(command.get("text", "")), policy.with_added(added))
         except CommandError as exc:
             # The reason is not logged: it may quote what the user typed, which could be a value.
             logger.info("command rejected user=%s", user_id)
@@ -70,6 +82,9 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             return
         if isinstance(parsed, StatusCommand | HistoryCommand | RecordDateCommand | SyncCommand):
             await inventory.run_command(parsed, user_id=user_id, ack=ack, respond=respond)
+            return
+        if isinstance(parsed, DiagnoseCommand):
+            await diagnosis.run_command(parsed, user_id=user_id, ack=ack, respond=respond)
             return
         if isinstance(parsed, CancelCommand):
             await ack(response_type="ephemeral", text=f"Cancelling run `{parsed.run_id}`…")
@@ -85,6 +100,9 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             return
 
         await ack(response_type="ephemeral", text=messages.starting_ack(parsed.kind, parsed.names, parsed.app))
+        if isinstance(parsed, SecretChangeCommand):
+            await changes.start(parsed, user_id=user_id, reply=_ephemeral_reply(respond))
+            return
         await _start_rotation(parsed, user_id=user_id, engine=engine, observer=observer,
                               reply=_ephemeral_reply(respond))
 
@@ -136,11 +154,13 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             return
         run, step_kind = checked
         step = run.steps[int(match.group(2))]
-        inputs = step_kind.inputs(run, policy)
+        # check_answer refreshed the stored policies of added secrets, which the value form needs.
+        inputs = step_kind.inputs(run, engine.services.policy)
         try:
             form_action = str(action.get("action_id", ""))[len(messages.ACTION_PREFIX):]
-            await client.views_open(trigger_id=trigger_id,
-                                    view=messages.value_modal(run, step, inputs, action=form_action))
+            view = (add_modal(run, step, inputs, policy) if form_action == DEFINE_ACTION
+                    else messages.value_modal(run, step, inputs, action=form_action))
+            await client.views_open(trigger_id=trigger_id, view=view)
         except SlackApiError as exc:
             error = exc.response.get("error") if exc.response is not None else None
             logger.warning("views.open failed run_id=%s error=%s", run.id, error)

@@ -8,6 +8,7 @@ mrkdwn, so `<!channel>` or `<@U123>` in it cannot ping anyone. Block Kit limits
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -40,7 +41,7 @@ RUN_STATUS_TEXT = {
 }
 DECISION_VERBS = {
     "approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered", "expire": "expired",
-    "restore": "answered", "regenerate": "answered", "review": "answered",
+    "restore": "answered", "regenerate": "answered", "review": "answered", "define": "answered",
 }
 ACTION_PREFIX = "step_"
 # Runbooks for an incident get a siren in the header so they stand out in the channel.
@@ -53,6 +54,10 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# User (U, W) and user group (S) IDs: an uppercase letter, then uppercase letters and digits.
+_SLACK_ID = re.compile(r"[UWS][A-Z0-9]{2,}")
+
+
 def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -60,7 +65,14 @@ def truncate(text: str, limit: int) -> str:
 
 
 def mention(user_id: str) -> str:
-    """Return Slack's mention of a user, or of a user group for an S… ID."""
+    """Return Slack's mention of a user, or of a user group for an S… ID.
+
+    Actors that are not Slack IDs (`local:alice` for a terminal run, `secretbot` for the
+    bot itself) are shown as plain text, since `<@local:alice>` would render as a broken
+    mention.
+    """
+    if not _SLACK_ID.fullmatch(user_id):
+        return escape(user_id)
     if user_id.startswith("S"):
         return f"<!subteam^{user_id}>"
     return f"<@{user_id}>"
@@ -87,7 +99,7 @@ def run_headline(run: RunView) -> str:
 
 
 def _actor_text(actor: str) -> str:
-    """Return a mention of a Slack user, or the plain name of the bot itself (an expiry)."""
+    """Return a mention of a Slack user, or the plain name of the bot itself (an expiry, an automatic rotation)."""
     return mention(actor) if actor[:1] in ("U", "W") else escape(actor)
 
 
@@ -114,7 +126,7 @@ def parent_message(run: RunView) -> tuple[str, list[dict[str, Any]]]:
     text = truncate(f"{run_headline(run)}: {status}", TEXT_LIMIT)
     alert = ALERT_PREFIX if run.kind in ALERT_KINDS else ""
     header = truncate(alert + run_headline(run), HEADER_LIMIT)
-    about = f"Requested by {mention(run.requester)} · run `{run.id}` · status: *{status}*"
+    about = f"Requested by {_actor_text(run.requester)} · run `{run.id}` · status: *{status}*"
     if run.reason:
         about += f"\nReason: {escape(run.reason)}"
 
@@ -131,7 +143,10 @@ def parent_message(run: RunView) -> tuple[str, list[dict[str, Any]]]:
             blocks.append(context("Can answer: " + ", ".join(mention(user) for user in waiting.allowed_users)))
     if run.finished and run.outcome:
         blocks.append(section(f"*Outcome:* {escape(truncate(run.outcome, 2500))}"))
-    if offers_retry(run) or offers_recovery(run):
+    restore_claim = restore_claimer(run)
+    if restore_claim is not None:
+        blocks.append(context(f"Restore started by {mention(restore_claim)}."))
+    if offers_retry(run) or offers_recovery(run) or offers_restore(run):
         blocks.append(recovery_buttons(run))
     return text, blocks[:BLOCKS_PER_MESSAGE]
 
@@ -139,15 +154,19 @@ def parent_message(run: RunView) -> tuple[str, list[dict[str, Any]]]:
 ROLLBACK_ACTION_ID = "run_rollback"
 LOGS_ACTION_ID = "run_logs"
 RETRY_ACTION_ID = "run_retry"
+RESTORE_ACTION_ID = "run_restore"
+# Runbooks that get no Roll back button. A rollback is not rolled back again. A compromised run
+# would get the leaked value back. An add has no earlier value. An unset has Restore instead,
+# and a restore has Retry.
+NO_ROLLBACK_KINDS = ("rollback", "compromised", "add", "unset", "restore")
 
 
 def offers_recovery(run: RunView) -> bool:
     """Return whether a run failed after changing Fly, so rollback and logs are offered."""
     failed_step = run.steps[run.current_step] if run.steps else None
-    # Rolling back a compromised run would put the leaked value back on Fly.
     return (
         run.status == "failed"
-        and run.kind not in ("rollback", "compromised")
+        and run.kind not in NO_ROLLBACK_KINDS
         and failed_step is not None
         and failed_step.kind == "verify"
     )
@@ -159,8 +178,35 @@ def offers_retry(run: RunView) -> bool:
     return run.status in ("failed", "expired") and run.kind != "rollback"
 
 
+def _step_of_kind(run: RunView, kind: str) -> StepView | None:
+    return next((step for step in run.steps if step.kind == kind), None)
+
+
+def offers_restore(run: RunView) -> bool:
+    """Return whether an ended unset removed a secret whose backup it kept, with no Restore click recorded yet.
+
+    The offer stays after a failed verification too, because an app that fails without the
+    secret is the usual reason to restore it.
+    """
+    kept = _step_of_kind(run, "keep_backup")
+    removed = _step_of_kind(run, "fly_unset")
+    return (run.kind == "unset" and run.finished and kept is not None and kept.status == "done"
+            and removed is not None and removed.status == "done" and restore_claimer(run) is None)
+
+
+def restore_claimer(run: RunView) -> str | None:
+    """Return who pressed Restore on an unset run, from the claim recorded on its backup step."""
+    kept = _step_of_kind(run, "keep_backup") if run.kind == "unset" else None
+    if kept is None:
+        return None
+    return next((user for user, action in kept.decisions if action == "restore"), None)
+
+
 def recovery_buttons(run: RunView) -> dict[str, Any]:
     elements: list[dict[str, Any]] = []
+    if offers_restore(run):
+        elements.append({"type": "button", "action_id": RESTORE_ACTION_ID, "style": "primary", "value": run.id,
+                         "text": {"type": "plain_text", "text": "Restore"}})
     if offers_retry(run):
         elements.append({"type": "button", "action_id": RETRY_ACTION_ID, "value": run.id,
                          "text": {"type": "plain_text", "text": "Retry"}})
@@ -287,17 +333,28 @@ def summary_reply(run: RunView) -> str:
         decided = f", denied by {mention(deniers[0])}"
     elif approval is not None and approval.status == "done" and approval.approvers:
         decided = ", approved by " + " and ".join(mention(user) for user in approval.approvers)
-    lines.append(f"Requested by {mention(run.requester)}{decided}")
+    lines.append(f"Requested by {_actor_text(run.requester)}{decided}")
     if run.reason:
         lines.append(f"Reason: {escape(run.reason)}")
     for secret in run.secrets:
         if secret.digest_before or secret.digest_after:
-            lines.append(f"{secret.name}: digest `{secret.digest_before or '?'}` → `{secret.digest_after or 'unchanged'}`")
+            lines.append(f"{secret.name}: digest {_digest_text(secret.digest_before, unknown='`?`')} → "
+                         f"{_digest_text(secret.digest_after, unknown='`unchanged`')}")
     if run.finished_at:
         lines.append(f"Took {_duration(run.created_at, run.finished_at)}; run `{run.id}`.")
     if run.status != "succeeded" and run.outcome:
         lines.append(f"Reason for stopping: {escape(truncate(run.outcome, 1500))}")
     return truncate("\n".join(lines), TEXT_LIMIT)
+
+
+def _digest_text(digest: str | None, *, unknown: str) -> str:
+    """Return the text for a recorded digest.
+
+    An empty digest means that Fly did not list the secret: before an add, or after an unset.
+    """
+    if digest == "":
+        return "not set"
+    return f"`{digest}`" if digest else unknown
 
 
 def started_reply(run: RunView, permalink: str | None) -> str:
@@ -319,6 +376,8 @@ def starting_ack(kind: str, names: tuple[str, ...], app: str) -> str:
         "compromised": "the compromised-secret runbook for",
         "lost": "the lost-secret runbook for",
         "rollback": "the rollback of",
+        "add": "the addition of",
+        "unset": "the removal of",
     }.get(kind, kind)
     return f"Starting {what} {', '.join(names)} on {app}…"
 
@@ -358,6 +417,16 @@ def already_decided_reply(user_id: str, action: str, decided_at: datetime) -> st
 def rollback_started_reply(user_id: str, permalink: str | None) -> str:
     where = f" <{permalink}|Follow the rollback>." if permalink else ""
     return f"{mention(user_id)} started a rollback to the last verified value.{where}"
+
+
+def restore_started_reply(user_id: str, permalink: str | None) -> str:
+    where = f" <{permalink}|Follow the restore>." if permalink else ""
+    return f"{mention(user_id)} started a restore of the kept backup; it waits for an approver.{where}"
+
+
+def restore_taken_reply(user_id: str, claimed_at: datetime) -> str:
+    return (f"Nothing was changed: {mention(user_id)} already pressed Restore at {claimed_at:%Y-%m-%d %H:%M:%S} UTC; "
+            "follow that restore in this thread.")
 
 
 def retry_started_reply(user_id: str, permalink: str | None) -> str:

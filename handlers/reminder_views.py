@@ -50,6 +50,7 @@ OVERDUE_ICON = ":rotating_light:"
 DUE_SOON_ICON = ":hourglass_flowing_sand:"
 SNOOZED_ICON = ":zzz:"
 ALL_CLEAR_ICON = ":white_check_mark:"
+AUTOMATIC_ICON = ":robot_face:"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ def reminder_messages(reminder: Reminder) -> list[ReminderMessage]:
                 line_number += 1
                 pages.add(_line_blocks(reminder, status, line_number), heading=heading)
 
+    if reminder.automatic:
+        for block in _automatic_blocks(reminder.automatic):
+            pages.add([block])
     rest = [status for status in ranked if (status.app, status.name) not in with_buttons]
     if rest:
         for block in _compact_blocks(rest):
@@ -115,9 +119,10 @@ def _context(text: str) -> dict[str, Any]:
 
 def summary_text(reminder: Reminder) -> str:
     """Describe the counts in one line, for notifications and the parent message's fallback text."""
+    opened = f" Rotation runs opened automatically: {len(reminder.automatic)}." if reminder.automatic else ""
     if reminder.nothing_due:
-        return f"Nothing is overdue or due within {_days(reminder.window_days)}."
-    return f"Secrets to rotate: {_counts(reminder)}."
+        return f"Nothing is overdue or due within {_days(reminder.window_days)}.{opened}"
+    return f"Secrets to rotate: {_counts(reminder)}.{opened}"
 
 
 def _counts(reminder: Reminder) -> str:
@@ -203,6 +208,17 @@ def _compact_blocks(rest: list[SecretStatus]) -> list[dict[str, Any]]:
         lines.extend(f"• {_line_text(status)}" for status in group.secrets)
     if len(rest) > len(listed):
         lines.append(f"…and {len(rest) - len(listed)} more. `/secret status` lists every secret.")
+    return [_section(text) for text in _chunk_lines(lines, SECTION_LIMIT)]
+
+
+def _automatic_blocks(automatic: tuple[SecretStatus, ...]) -> list[dict[str, Any]]:
+    """List the rotations the bot opened itself: each waits for approval in its own thread."""
+    lines = [f"{AUTOMATIC_ICON} *Rotation runs opened automatically ({len(automatic)}):* `auto_rotate` is set for "
+             "these secrets, so the bot opened the run when they fell due. Each waits for an approver in its thread."]
+    lines.extend(f"• `{escape(status.name)}` on {escape(status.app)} ({due_phrase(status)}): run "
+                 f"`{status.open_run_id}` opened" for status in automatic[:MAX_SNOOZED_LINES])
+    if len(automatic) > MAX_SNOOZED_LINES:
+        lines.append(f"…and {len(automatic) - MAX_SNOOZED_LINES} more.")
     return [_section(text) for text in _chunk_lines(lines, SECTION_LIMIT)]
 
 
@@ -313,6 +329,10 @@ def reminder_text(reminder: Reminder, *, channel: str) -> str:
         for group in group_by_app(secrets):
             lines.append(f"  {group.app}")
             lines.extend(f"    {_plain_line(status)}" for status in group.secrets)
+    if reminder.automatic:
+        lines.append("Rotation runs opened automatically:")
+        lines.extend(f"  {status.name} on {status.app} ({due_phrase(status)}): run {status.open_run_id} opened"
+                     for status in reminder.automatic)
     if reminder.snoozed:
         lines.append("Snoozed:")
         lines.extend(f"  {_plain_snoozed(status)}" for status in reminder.snoozed)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError
@@ -23,12 +28,72 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT_RETRIES = 5
 
 
-def create_client(*, token: str, base_url: str) -> AsyncWebClient:
+# Slack's error codes and method names; anything else becomes "other" in a metric label.
+_LABEL_WORD = re.compile(r"[A-Za-z0-9_.]{1,64}")
+
+
+class ApiErrorRecorder(AsyncRetryHandler):
+    """A retry handler that passes each failed Web API response to `record(method, error)` and never retries.
+
+    bolt builds a new AsyncWebClient for every request it handles but copies the retry
+    handlers into it, so a handler is the one place that sees the responses of every
+    client. slack_sdk asks the handlers in order until one retries, so this one goes first.
+    A 429 is recorded as `ratelimited`, Slack's error code for it, on every attempt.
+    """
+
+    def __init__(self, record: Callable[[str, str], None]) -> None:
+        super().__init__(max_retry_count=0)
+        self.record = record
+
+    async def can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or error is not None:
+            return False
+        code = _response_error(response)
+        if code is None:
+            return False
+        method = request.url.split("?", 1)[0].rsplit("/", 1)[-1]
+        method = method if _LABEL_WORD.fullmatch(method) else "other"
+        if response.status_code == 429:
+            retry_after = response.headers.get("Retry-After") or response.headers.get("retry-after") or ["?"]
+            logger.warning("Slack API rate limited method=%s retry_after=%s attempt=%d",
+                           method, retry_after[0], state.current_attempt + 1)
+        else:
+            # Callers log the failures they handle, with the run or channel concerned.
+            logger.debug("Slack API call failed method=%s error=%s status=%d", method, code, response.status_code)
+        self.record(method, code)
+        return False
+
+
+def _response_error(response: HttpResponse) -> str | None:
+    """Return Slack's error code of a failed response, or None for a successful one."""
+    if response.status_code == 429:
+        return "ratelimited"
+    body = response.body
+    if isinstance(body, dict) and body.get("ok") is False:
+        error = body.get("error")
+        return error if isinstance(error, str) and _LABEL_WORD.fullmatch(error) else "other"
+    if response.status_code >= 400:
+        return f"http_{response.status_code}"
+    return None
+
+
+def create_client(*, token: str, base_url: str,
+                  on_api_error: Callable[[str, str], None] | None = None) -> AsyncWebClient:
+    """Return the Web API client; `on_api_error(method, error)` is called for each failed response."""
+    recorders: list[AsyncRetryHandler] = [ApiErrorRecorder(on_api_error)] if on_api_error is not None else []
     return AsyncWebClient(
         token=token,
         base_url=base_url,
         timeout=15,
         retry_handlers=[
+            *recorders,
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
             AsyncServerErrorRetryHandler(max_retry_count=2),

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import aiohttp
 
+from tests import databases
+from tests.databases import BotDatabase
+
 REPO = Path(__file__).resolve().parent.parent
 FLYCTL_STANDIN = REPO / "tests" / "standins" / "flyctl"
 SIGNING_SECRET = "8f0e2b7c4d1a9e6f3b5c7d9e1f2a4b6c"
@@ -66,6 +69,12 @@ class BotProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # The test's backend decides, unless the test set DATABASE_URL itself.
+    database: BotDatabase = field(init=False)
+
+    def __post_init__(self) -> None:
+        chosen = self.extra_env.get("DATABASE_URL")
+        self.database = databases.from_url(chosen) if chosen else databases.for_workdir(self.workdir)
 
     @property
     def url(self) -> str:
@@ -81,7 +90,10 @@ class BotProcess:
 
     @property
     def database_path(self) -> Path:
-        return self.workdir / "secretbot.db"
+        """The SQLite file; only for tests about SQLite itself, since others run on both backends."""
+        if not isinstance(self.database, databases.SqliteDatabase):
+            raise AssertionError("database_path is SQLite-only; use bot.database in tests that run on both backends")
+        return self.database.path
 
     def environment(self) -> dict[str, str]:
         env = {
@@ -91,7 +103,7 @@ class BotProcess:
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": self.slack_api_url,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{self.database_path}",
+            "DATABASE_URL": self.database.url,
             "FLYCTL": str(self.flyctl),
             "FLY_API_TOKEN": FLY_TOKEN,
             "SECRETBOT_CONFIG": str(self.workdir / "secretbot.toml"),

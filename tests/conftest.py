@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
-import os
+import inspect
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests import databases
 from tests.botprocess import SIGNING_SECRET, BotProcess, write_flyctl_wrapper
+from tests.databases import POSTGRES_ADMIN_DSN
 from tests.standins.fly_state import FlyState
 from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_driver import SlackDriver
@@ -21,7 +25,86 @@ APPROVER = "U0BBB"
 BYSTANDER = "U0CCC"
 CHANNEL = "C0123OPS"
 
-POSTGRES_ADMIN_DSN = os.environ.get("SECRETBOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+# Fixtures through which a test picks SQLite or PostgreSQL itself.
+TESTS_DIR = str(Path(__file__).resolve().parent)
+OWN_BACKEND_FIXTURES = {"postgres_url", "database_url", "any_database_url", "database"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend", choices=["both", databases.SQLITE, databases.POSTGRESQL], default="both",
+        help="Database backend for the end-to-end tests that start the bot process (default: both).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "own_database: the test sets DATABASE_URL itself, so it runs once rather than once per backend")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each end-to-end test on SQLite and on PostgreSQL.
+
+    A test is end-to-end when it starts the bot process: when BotProcess is built in its
+    body, in a fixture it uses or in a helper function of the tests package that they call.
+    Tests that choose their database through one of OWN_BACKEND_FIXTURES already cover
+    both, and tests marked own_database set DATABASE_URL themselves.
+    """
+    if "database_backend" not in metafunc.fixturenames:
+        return
+    names = set(metafunc.fixturenames)
+    if names & OWN_BACKEND_FIXTURES or metafunc.definition.get_closest_marker("own_database"):
+        return
+    # The last definition of a name is the one that applies: a module's own fixture overrides conftest's.
+    fixture_functions = [definitions[-1].func for definitions in metafunc._arg2fixturedefs.values() if definitions]
+    starts_bot = any(_builds_bot_process(function, seen=set()) for function in [metafunc.function, *fixture_functions])
+    if not starts_bot:
+        return
+    choice = metafunc.config.getoption("--backend")
+    backends = [databases.SQLITE, databases.POSTGRESQL] if choice == "both" else [choice]
+    metafunc.parametrize("database_backend", backends, indirect=True)
+
+
+def _builds_bot_process(function: Any, *, seen: set[int]) -> bool:
+    """Whether `function`, or a function of the tests package that it calls by name, uses BotProcess."""
+    function = inspect.unwrap(function)  # pytest wraps fixture functions
+    code = getattr(function, "__code__", None)
+    if code is None or not code.co_filename.startswith(TESTS_DIR) or id(code) in seen:
+        return False
+    seen.add(id(code))
+    namespace = getattr(function, "__globals__", {})
+    for candidate in _code_objects(code):
+        for name in candidate.co_names:
+            if name == "BotProcess":
+                return True
+            called = namespace.get(name)
+            if callable(called) and _builds_bot_process(called, seen=seen):
+                return True
+    return False
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    """`code` and the code of the functions, lambdas and comprehensions nested in it."""
+    yield code
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            yield from _code_objects(constant)
+
+
+@pytest.fixture(autouse=True)
+def database_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The backend of the bot processes that this test starts; SQLite unless parametrized."""
+    chosen = getattr(request, "param", databases.SQLITE)
+    if chosen == databases.POSTGRESQL:
+        reason = databases.postgres_available()
+        if reason is not None:
+            pytest.skip(reason)
+    databases.backend = chosen
+    try:
+        yield chosen
+    finally:
+        databases.backend = databases.SQLITE
+        databases.drop_created()
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import json
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from tests import databases
+from tests.databases import BotDatabase
 from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_state import Message
 
@@ -85,39 +86,24 @@ def slack_traffic(slack: SlackStandin) -> str:
     return json.dumps([{"method": call.method, "args": call.args} for call in slack.calls], default=str)
 
 
-def database_bytes(path: Path) -> bytes:
-    """The SQLite file and its WAL, where recent writes sit until a checkpoint."""
-    data = b""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        candidate = Path(str(path) + suffix)
-        if candidate.exists():
-            data += candidate.read_bytes()
-    return data
+def database_bytes(database: BotDatabase | Path) -> bytes:
+    """Everything the bot's database holds, to search for values that must not be stored."""
+    return as_database(database).contents()
 
 
-def query(path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
-    connection = sqlite3.connect(path)
-    connection.row_factory = sqlite3.Row
-    try:
-        return list(connection.execute(sql, params))
-    finally:
-        connection.close()
+def query(database: BotDatabase | Path, sql: str, *params: Any) -> list[Any]:
+    """Rows of `sql` (with `?` placeholders) on the bot's database; rows index by name and position."""
+    return as_database(database).query(sql, *params)
 
 
-async def query_any(database: Path | str, sql: str, *params: Any) -> list[dict[str, Any]]:
-    """Run `sql` with `?` placeholders on the bot's SQLite file or on a PostgreSQL URL; rows as dicts."""
-    if isinstance(database, Path):
-        return [dict(row) for row in query(database, sql, *params)]
-    import asyncpg
+async def query_any(database: BotDatabase | Path | str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Run `sql` with `?` placeholders on a test database, a SQLite path or a PostgreSQL URL; rows as dicts."""
+    target = databases.from_url(database) if isinstance(database, str) else as_database(database)
+    return [dict(row) for row in await asyncio.to_thread(target.query, sql, *params)]
 
-    numbered = sql
-    for index in range(1, len(params) + 1):
-        numbered = numbered.replace("?", f"${index}", 1)
-    connection = await asyncpg.connect(database)
-    try:
-        return [dict(row) for row in await connection.fetch(numbered, *params)]
-    finally:
-        await connection.close()
+
+def as_database(database: BotDatabase | Path) -> BotDatabase:
+    return databases.SqliteDatabase(database) if isinstance(database, Path) else database
 
 
 def parent_step_lines(message: Message) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,19 +13,22 @@ from bot.inventory import SecretStatus, State
 from bot.policy import Priority
 from bot.reminders.report import build_reminder
 from handlers.reminder_views import reminder_messages
-from tests.flow import CHANNEL, query
+from tests.databases import BotDatabase, is_missing_table
+from tests.flow import CHANNEL, as_database, query
 from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_state import Ephemeral, Message
 
 
-async def wait_for_inventory(database: Path, *, rows: int, timeout: float = 20) -> None:
+async def wait_for_inventory(database: BotDatabase | Path, *, rows: int, timeout: float = 20) -> None:
     """Wait until the bot's start-up sync has written at least `rows` inventory rows."""
     deadline = time.monotonic() + timeout
     count = 0
     while time.monotonic() < deadline:
         try:
             count = query(database, "SELECT count(*) AS n FROM inventory")[0]["n"]
-        except sqlite3.OperationalError:
+        except Exception as exc:
+            if not is_missing_table(exc):
+                raise
             count = 0  # the table is created by the migration at start-up
         if count >= rows:
             return
@@ -34,14 +36,14 @@ async def wait_for_inventory(database: Path, *, rows: int, timeout: float = 20) 
     raise TimeoutError(f"the inventory has {count} rows after {timeout} s, expected {rows}")
 
 
-def execute(database: Path, sql: str, *params: Any) -> None:
-    """Run one change on the bot's SQLite file and commit it."""
-    connection = sqlite3.connect(database)
-    try:
-        connection.execute(sql, params)
-        connection.commit()
-    finally:
-        connection.close()
+def execute(database: BotDatabase | Path, sql: str, *params: Any) -> None:
+    """Run one change (with `?` placeholders) on the bot's database and commit it."""
+    as_database(database).execute(sql, *params)
+
+
+def midnight(day: date) -> datetime:
+    """The start of `day` in UTC, as a timestamp parameter for `execute`."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 async def next_ephemeral(slack: SlackStandin, user: str, *, after: int, timeout: float = 15) -> Ephemeral:

@@ -38,11 +38,11 @@ async def test_unanswered_approval_expires(bot_dir: Path, slack: SlackStandin, f
         await bot.stop_async()
 
     assert "step_approve" not in str(expired.blocks)
-    decisions = query(bot.database_path, "SELECT user_id, decision FROM decisions")
+    decisions = query(bot.database, "SELECT user_id, decision FROM decisions")
     assert [(row["user_id"], row["decision"]) for row in decisions] == [("secretbot", "expire")]
     assert any("Expired" in text for text in thread_texts(slack, parent))
-    assert [row["status"] for row in query(bot.database_path, "SELECT status FROM runs")] == ["expired"]
-    events = [row["event"] for row in query(bot.database_path, "SELECT event FROM audit_log ORDER BY id")]
+    assert [row["status"] for row in query(bot.database, "SELECT status FROM runs")] == ["expired"]
+    events = [row["event"] for row in query(bot.database, "SELECT event FROM audit_log ORDER BY id")]
     assert "run.expired" in events
     assert "step.approve" not in events
     imports = [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
@@ -64,7 +64,7 @@ async def test_approved_run_does_not_expire(bot_dir: Path, slack: SlackStandin, 
     finally:
         await bot.stop_async()
 
-    assert [row["status"] for row in query(bot.database_path, "SELECT status FROM runs")] == ["succeeded"]
+    assert [row["status"] for row in query(bot.database, "SELECT status FROM runs")] == ["succeeded"]
 
 
 async def test_approval_expires_on_postgres(bot_dir: Path, slack: SlackStandin, fly: FlyState,

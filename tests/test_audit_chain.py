@@ -200,6 +200,21 @@ async def test_changed_field_detected(sessions: async_sessionmaker[AsyncSession]
     assert await verify_chain(sessions) == (2, target.id)
 
 
+@pytest.mark.parametrize("detail", ["not json {", "", "[1, 2]"])
+async def test_unreadable_detail_detected(sessions: async_sessionmaker[AsyncSession], detail: str) -> None:
+    records = await append_many(sessions, 4)
+    target = records[1]
+    await execute(sessions, "UPDATE audit_log SET detail = :value WHERE id = :id", value=detail, id=target.id)
+    assert await verify_chain(sessions) == (1, target.id)
+
+
+async def test_verify_reads_in_batches(sessions: async_sessionmaker[AsyncSession]) -> None:
+    records = await append_many(sessions, 7)
+    assert await verify_chain(sessions, batch_size=3) == (7, None)
+    await execute(sessions, "UPDATE audit_log SET actor = 'U0MALLORY' WHERE id = :id", id=records[5].id)
+    assert await verify_chain(sessions, batch_size=3) == (5, records[5].id)
+
+
 async def test_changed_time_detected(sessions: async_sessionmaker[AsyncSession]) -> None:
     records = await append_many(sessions, 4)
     target = records[1]

@@ -39,12 +39,12 @@ async def test_rotation_backs_up_value(
 
     value = fly.secret_value(APP, "JWT_SECRET")
     assert value is not None
-    rows = query(process.database_path, "SELECT app, name, version, run_id, fly_digest FROM backups")
+    rows = query(process.database, "SELECT app, name, version, run_id, fly_digest FROM backups")
     assert len(rows) == 1
     assert rows[0]["version"] == 1
     assert rows[0]["fly_digest"] == fly.secret_digest(APP, "JWT_SECRET")
     assert any("Backed up (encrypted): JWT_SECRET v1" in text for text in thread_texts(slack, parent))
-    assert value.encode() not in database_bytes(process.database_path)
+    assert value.encode() not in database_bytes(process.database)
 
     shown = await asyncio.create_subprocess_exec(
         SECRETBOT, "backup", "show", APP, "JWT_SECRET", "--yes", "--no-newline",
@@ -53,7 +53,7 @@ async def test_rotation_backs_up_value(
     stdout, stderr = await asyncio.wait_for(shown.communicate(), timeout=30)
     assert shown.returncode == 0, stderr.decode()
     assert stdout.decode() == value
-    assert len(query(process.database_path, "SELECT id FROM audit_log WHERE event = 'backup.shown'")) == 1
+    assert len(query(process.database, "SELECT id FROM audit_log WHERE event = 'backup.shown'")) == 1
 
 
 async def test_rotation_without_key_says_backups_off(
@@ -61,4 +61,4 @@ async def test_rotation_without_key_says_backups_off(
 ) -> None:
     parent = await rotate(bot, slack)
     assert any("Backups are off" in text for text in thread_texts(slack, parent))
-    assert query(bot.database_path, "SELECT id FROM backups") == []
+    assert query(bot.database, "SELECT id FROM backups") == []

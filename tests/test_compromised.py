@@ -85,7 +85,7 @@ async def test_compromised_provider_key_to_incident(
     assert fly.secret_value(APP, "OPENAI_API_KEY") == NEW_KEY
     assert all(line.startswith((":white_check_mark:", ":heavy_minus_sign:")) for line in parent_step_lines(parent))
 
-    records = query(incident_bot.database_path, "SELECT detail FROM audit_log WHERE event = 'incident.recorded'")
+    records = query(incident_bot.database, "SELECT detail FROM audit_log WHERE event = 'incident.recorded'")
     assert len(records) == 1
     detail = json.loads(records[0]["detail"])
     assert detail["what_happened"] == "key pasted in a public channel"
@@ -96,12 +96,12 @@ async def test_compromised_provider_key_to_incident(
     assert detail["timeline"][1]["by"] == REQUESTER
     assert detail["timeline"][2]["by"] == APPROVER
     assert detail["digest_before"] != detail["digest_after"]
-    assert len(query(incident_bot.database_path, "SELECT id FROM audit_log WHERE event = 'run.break_glass'")) == 1
+    assert len(query(incident_bot.database, "SELECT id FROM audit_log WHERE event = 'run.break_glass'")) == 1
 
     await incident_bot.stop_async()
     assert NEW_KEY not in slack_traffic(slack)
     assert NEW_KEY not in incident_bot.log()
-    assert NEW_KEY.encode() not in database_bytes(incident_bot.database_path)
+    assert NEW_KEY.encode() not in database_bytes(incident_bot.database)
 
     # The backup decrypts to the exact bytes entered.
     shown = await asyncio.create_subprocess_exec(

@@ -39,7 +39,7 @@ SERVER_MODULE = ROOT / "bot" / "server.py"
 
 BOT_USER = "secretbot"
 SERVE_COMMAND = ["secretbot", "serve"]
-CREDENTIAL_VARIABLES = {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "FLY_API_TOKEN", "SECRETBOT_BACKUP_KEY"}
+CREDENTIAL_VARIABLES = {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "FLY_API_TOKEN", "SECRETBOT_BACKUP_KEY", "SLACK_APP_TOKEN"}
 BOT_SCOPES = {"commands", "chat:write", "chat:write.public", "users:read", "usergroups:read"}
 # Fly's maximum kill_timeout (fly.io/docs/reference/configuration, kill_timeout option).
 MAX_KILL_TIMEOUT_SECONDS = 300

@@ -64,7 +64,7 @@ async def test_external_step_waits_for_done(manual_bot: BotProcess, slack: Slack
     assert "WAHA session webhook" in json.dumps(parent.blocks)
     assert fly.secret_value(APP, "WAHA_WEBHOOK_TOKEN") == "old-webhook-token"
 
-    run_id = query(manual_bot.database_path, "SELECT id FROM runs")[0]["id"]
+    run_id = query(manual_bot.database, "SELECT id FROM runs")[0]["id"]
     shown = pending_show(manual_bot, run_id, "WAHA_WEBHOOK_TOKEN")
     assert shown.returncode == 0, shown.stderr
     value = shown.stdout.strip()
@@ -80,14 +80,14 @@ async def test_external_step_waits_for_done(manual_bot: BotProcess, slack: Slack
     assert parent_step_lines(parent)[2].startswith(":white_check_mark:")
     assert fly.secret_value(APP, "WAHA_WEBHOOK_TOKEN") == value
 
-    shown_events = query(manual_bot.database_path, "SELECT actor FROM audit_log WHERE event = 'value.shown'")
+    shown_events = query(manual_bot.database, "SELECT actor FROM audit_log WHERE event = 'value.shown'")
     assert len(shown_events) == 1
     assert shown_events[0]["actor"].startswith("local:")
 
     await manual_bot.stop_async()
     assert value not in slack_traffic(slack)
     assert value not in manual_bot.log()
-    assert value.encode() not in database_bytes(manual_bot.database_path)
+    assert value.encode() not in database_bytes(manual_bot.database)
     assert not any(value in text for text in thread_texts(slack, parent))
 
 

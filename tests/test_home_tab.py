@@ -13,7 +13,7 @@ from handlers.status_views import MAX_HOME_BUTTONS
 from tests.botprocess import SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, BYSTANDER, REQUESTER
 from tests.flow import CHANNEL, query, wait_for_buttons, wait_for_parent
-from tests.inventory_flow import block_texts, day, execute, wait_for_inventory
+from tests.inventory_flow import block_texts, day, execute, midnight, wait_for_inventory
 from tests.standins.fly_state import FlyState
 from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_driver import SlackDriver
@@ -24,8 +24,8 @@ BULK_SECRETS = 300
 
 
 def make_overdue(bot: BotProcess, name: str, *, days_ago: int) -> None:
-    execute(bot.database_path, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator' "
-            "WHERE app = ? AND name = ?", f"{day(days_ago)} 00:00:00.000000", APP, name)
+    execute(bot.database, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator' "
+            "WHERE app = ? AND name = ?", midnight(day(days_ago)), APP, name)
 
 
 def home_opened(user: str, tab: str = "home") -> dict[str, Any]:
@@ -51,12 +51,12 @@ def buttons(view: View) -> list[dict[str, Any]]:
 async def test_home_shows_overdue_secrets_and_open_runs(
     bot: BotProcess, driver: SlackDriver, slack: SlackStandin
 ) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     make_overdue(bot, "ENCRYPTION_KEY", days_ago=50)
     make_overdue(bot, "OPENAI_API_KEY", days_ago=120)
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
     await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
-    run_id = query(bot.database_path, "SELECT id FROM runs")[0]["id"]
+    run_id = query(bot.database, "SELECT id FROM runs")[0]["id"]
 
     response = await driver.event(home_opened(APPROVER))
     assert response.status == 200
@@ -78,7 +78,7 @@ async def test_home_shows_overdue_secrets_and_open_runs(
 
 
 async def test_home_rotate_starts_run_as_clicker(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     make_overdue(bot, "ENCRYPTION_KEY", days_ago=50)
     await driver.event(home_opened(BYSTANDER))
     view = await published_home(slack, BYSTANDER)
@@ -88,7 +88,7 @@ async def test_home_rotate_starts_run_as_clicker(bot: BotProcess, driver: SlackD
     assert click.elapsed < 3.0
 
     await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
-    runs = query(bot.database_path, "SELECT requester, app FROM runs")
+    runs = query(bot.database, "SELECT requester, app FROM runs")
     assert [tuple(row) for row in runs] == [(BYSTANDER, APP)]
     refreshed = await published_home(slack, BYSTANDER, count=2)
     assert buttons(refreshed) == []
@@ -101,7 +101,7 @@ async def test_home_rotate_starts_run_as_clicker(bot: BotProcess, driver: SlackD
 
 
 async def test_messages_tab_publishes_nothing(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
 
     response = await driver.event(home_opened(APPROVER, tab="messages"))
     # A Home tab opened afterwards is published, so the first event had its chance to publish.
@@ -120,7 +120,7 @@ async def bulk_bot(bot_dir: Path, slack: SlackStandin, fly: FlyState,
     process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
     await process.start()
     try:
-        await wait_for_inventory(process.database_path, rows=SYNCED_ROWS + BULK_SECRETS, timeout=60)
+        await wait_for_inventory(process.database, rows=SYNCED_ROWS + BULK_SECRETS, timeout=60)
         yield process
     finally:
         await process.stop_async()
@@ -129,8 +129,8 @@ async def bulk_bot(bot_dir: Path, slack: SlackStandin, fly: FlyState,
 async def test_home_of_hundreds_within_limits(bulk_bot: BotProcess, slack: SlackStandin) -> None:
     driver = SlackDriver(bot_url=bulk_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     # Every secret on both apps overdue; only those in secretbot.toml can have a Rotate button.
-    execute(bulk_bot.database_path, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator'",
-            f"{day(400)} 00:00:00.000000")
+    execute(bulk_bot.database, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator'",
+            midnight(day(400)))
 
     await driver.event(home_opened(APPROVER))
     view = await published_home(slack, APPROVER)

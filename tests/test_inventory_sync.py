@@ -689,11 +689,11 @@ async def test_serve_syncs_and_rotation_is_secretbots(
     await process.start()
     try:
         async def synced() -> bool:
-            return len(query(process.database_path, "SELECT name FROM inventory")) == 5
+            return len(query(process.database, "SELECT name FROM inventory")) == 5
 
         await slack.wait_for(synced, timeout=30, description="start-up sync filled the inventory")
         before = {row["name"]: dict(row) for row in
-                  query(process.database_path, "SELECT * FROM inventory WHERE app = ?", APP)}
+                  query(process.database, "SELECT * FROM inventory WHERE app = ?", APP)}
 
         fly.set_delay(0.3)
         driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
@@ -715,15 +715,15 @@ async def test_serve_syncs_and_rotation_is_secretbots(
     assert sorted(before) == sorted(["JWT_SECRET", "ENCRYPTION_KEY", "WAHA_WEBHOOK_TOKEN", "OPENAI_API_KEY"])
     assert before["JWT_SECRET"]["last_rotated_at"] is None
     assert before["JWT_SECRET"]["rotation_source"] == "unknown"
-    [run] = query(process.database_path, "SELECT id FROM runs")
-    [row] = query(process.database_path, "SELECT * FROM inventory WHERE app = ? AND name = 'JWT_SECRET'", APP)
+    [run] = query(process.database, "SELECT id FROM runs")
+    [row] = query(process.database, "SELECT * FROM inventory WHERE app = ? AND name = 'JWT_SECRET'", APP)
     assert row["digest"] == fly.secret_digest(APP, "JWT_SECRET")
     assert row["digest"] != before["JWT_SECRET"]["digest"]
     assert row["rotation_source"] == "secretbot"
     assert row["last_run_id"] == run["id"]
     assert row["last_rotated_at"] is not None
     assert row["changed_outside_at"] is None
-    assert query(process.database_path, "SELECT * FROM audit_log WHERE event = 'inventory.changed_outside'") == []
+    assert query(process.database, "SELECT * FROM audit_log WHERE event = 'inventory.changed_outside'") == []
 
 
 async def test_sync_command_prints_each_app(tmp_path: Path, fly: FlyState, flyctl_wrapper: Path) -> None:

@@ -39,8 +39,8 @@ async def test_rate_limited_rotation_posts_each_reply_once(bot: BotProcess, driv
     assert repeated == []
 
 
-async def test_concurrent_requests_on_sqlite(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+async def test_concurrent_requests_all_answered(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     home = {"type": "app_home_opened", "user": BYSTANDER, "channel": "D0HOME", "tab": "home"}
 
     requests = []
@@ -54,7 +54,7 @@ async def test_concurrent_requests_on_sqlite(bot: BotProcess, driver: SlackDrive
 
     assert [response.status for response in responses] == [200] * len(responses)
     assert "database is locked" not in bot.log()
-    recorded = query(bot.database_path, "SELECT id FROM audit_log WHERE event = 'secret.rotation_date_recorded'")
+    recorded = query(bot.database, "SELECT id FROM audit_log WHERE event = 'secret.rotation_date_recorded'")
     assert len(recorded) == 20
     command = [str(Path(sys.executable).parent / "secretbot"), "audit", "verify"]
     verified = subprocess.run(command, capture_output=True, text=True, env=bot.environment(), cwd=bot.workdir,

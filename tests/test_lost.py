@@ -57,16 +57,16 @@ async def test_lost_secret_restored_from_backup(keyed_bot: BotProcess, slack: Sl
     assert response.status == 200
     await wait_for_status(slack, parent, "done", timeout=30)
 
-    reviews = query(keyed_bot.database_path, "SELECT detail FROM audit_log WHERE event = 'review.recorded'")
+    reviews = query(keyed_bot.database, "SELECT detail FROM audit_log WHERE event = 'review.recorded'")
     assert len(reviews) == 1
     assert json.loads(reviews[0]["detail"])["review"] == "Lock secrets set behind secretbot."
-    versions = query(keyed_bot.database_path, "SELECT version FROM backups ORDER BY version")
+    versions = query(keyed_bot.database, "SELECT version FROM backups ORDER BY version")
     assert [row["version"] for row in versions] == [1, 2]
 
     await keyed_bot.stop_async()
     assert good_value not in slack_traffic(slack)
     assert good_value not in keyed_bot.log()
-    assert good_value.encode() not in database_bytes(keyed_bot.database_path)
+    assert good_value.encode() not in database_bytes(keyed_bot.database)
 
 
 async def test_lost_secret_without_backup_is_regenerated(

@@ -442,3 +442,10 @@ def test_rejected_reply_escapes_reason() -> None:
 def test_started_reply_escapes_headline() -> None:
     run = dataclasses.replace(waiting_run(), app="<!channel>")
     assert_no_injected_markup([messages.started_reply(run, None)])
+
+
+def test_mention_of_terminal_actor_is_plain_text() -> None:
+    assert messages.mention("local:alice") == "local:alice"
+    assert messages.mention("terminal:<b>") == "terminal:&lt;b&gt;"
+    assert messages.mention("U0BBB") == "<@U0BBB>"
+    assert messages.mention("S0GROUP") == "<!subteam^S0GROUP>"

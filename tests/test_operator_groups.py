@@ -39,7 +39,7 @@ async def start_as_bystander(process: BotProcess, slack: SlackStandin) -> None:
 async def test_unreadable_operator_group_lets_nobody_start(operators_bot: BotProcess, slack: SlackStandin) -> None:
     # Slack returns no_such_subteam for S0OPS, so the group is never read.
     await start_as_bystander(operators_bot, slack)
-    assert query(operators_bot.database_path, "SELECT id FROM runs") == []
+    assert query(operators_bot.database, "SELECT id FROM runs") == []
 
 
 async def test_empty_operator_group_lets_nobody_start(bot_dir: Path, slack: SlackStandin,
@@ -52,4 +52,4 @@ async def test_empty_operator_group_lets_nobody_start(bot_dir: Path, slack: Slac
         await start_as_bystander(process, slack)
     finally:
         await process.stop_async()
-    assert query(process.database_path, "SELECT id FROM runs") == []
+    assert query(process.database, "SELECT id FROM runs") == []

@@ -116,7 +116,7 @@ async def test_group_member_approves(group_bot: BotProcess, slack: SlackStandin,
     # The other operator is not in the approvers' group.
     await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=BYSTANDER)
     await asyncio.sleep(1)
-    assert query(group_bot.database_path, "SELECT * FROM decisions") == []
+    assert query(group_bot.database, "SELECT * FROM decisions") == []
 
     await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
     await wait_for_status(slack, parent, "done", timeout=30)
@@ -127,10 +127,10 @@ async def test_non_operator_cannot_start(group_bot: BotProcess, slack: SlackStan
     driver = SlackDriver(bot_url=group_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     await driver.slash_command("rotate JWT_SECRET", user_id=APPROVER, channel_id=CHANNEL)
     await asyncio.sleep(1.5)
-    assert query(group_bot.database_path, "SELECT id FROM runs") == []
+    assert query(group_bot.database, "SELECT id FROM runs") == []
     assert any("only the operators" in text for text in response_texts(slack, APPROVER))
 
     # A member of the operators' group may.
     await driver.slash_command("rotate JWT_SECRET", user_id=BYSTANDER, channel_id=CHANNEL)
     await wait_for_parent(slack)
-    assert len(query(group_bot.database_path, "SELECT id FROM runs")) == 1
+    assert len(query(group_bot.database, "SELECT id FROM runs")) == 1

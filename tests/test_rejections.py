@@ -124,7 +124,7 @@ async def test_deny_ends_run_without_flyctl(
     assert "step_approve" not in str(message.blocks)
     assert fly.secret_value(APP, "JWT_SECRET") == OLD_VALUE
     assert imports_run(fly, flyctl_log) == 0
-    assert [row["status"] for row in query(bot.database_path, "SELECT status FROM runs")] == ["denied"]
+    assert [row["status"] for row in query(bot.database, "SELECT status FROM runs")] == ["denied"]
 
 
 async def test_double_approve_runs_flyctl_once(
@@ -218,7 +218,7 @@ async def test_unpostable_channel_stops_run(
                                      for text in response_texts(slack, REQUESTER)),
                          description="requester told the run was not posted")
     assert run_messages(slack) == []
-    assert [row["status"] for row in query(bot.database_path, "SELECT status FROM runs")] == ["failed"]
+    assert [row["status"] for row in query(bot.database, "SELECT status FROM runs")] == ["failed"]
     assert imports_run(fly, flyctl_log) == 0
     # The failed run does not block a new one.
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
@@ -229,7 +229,7 @@ async def test_cancel_frees_the_secret(
     driver: SlackDriver, slack: SlackStandin, fly: FlyState, flyctl_log: Path, bot: BotProcess
 ) -> None:
     parent = await start_and_wait_for_approval(driver, slack)
-    run_id = query(bot.database_path, "SELECT id FROM runs")[0]["id"]
+    run_id = query(bot.database, "SELECT id FROM runs")[0]["id"]
 
     await driver.slash_command(f"cancel {run_id}", user_id=BYSTANDER, channel_id=CHANNEL)
     await slack.wait_for(lambda: any("only the requester or an approver" in text

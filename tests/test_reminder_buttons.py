@@ -28,6 +28,7 @@ from tests.inventory_flow import (
     block_texts,
     day,
     execute,
+    midnight,
     next_ephemeral,
     overdue_status,
     post_reminder,
@@ -42,9 +43,9 @@ SYNCED_ROWS = 5
 
 async def reminder(bot: BotProcess, slack: SlackStandin) -> Message:
     """Make JWT_SECRET overdue by 9 days in the inventory and post a reminder listing it."""
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
-    execute(bot.database_path, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator' "
-            "WHERE app = ? AND name = 'JWT_SECRET'", f"{day(39)} 00:00:00.000000", APP)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
+    execute(bot.database, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator' "
+            "WHERE app = ? AND name = 'JWT_SECRET'", midnight(day(39)), APP)
     statuses = [overdue_status(APP, "JWT_SECRET", days_overdue=9), overdue_status(APP, "WAHA_WEBHOOK_TOKEN")]
     return post_reminder(slack, statuses, user=slack.workspace.bot_user_id)
 
@@ -72,7 +73,7 @@ def snooze_values(days: str, reason: str | None) -> dict[str, dict[str, str | No
 
 
 def snooze_records(bot: BotProcess) -> list[dict[str, object]]:
-    return [dict(row) for row in query(bot.database_path, "SELECT * FROM audit_log WHERE event = 'secret.snoozed'")]
+    return [dict(row) for row in query(bot.database, "SELECT * FROM audit_log WHERE event = 'secret.snoozed'")]
 
 
 async def test_rotate_now_reaches_approval_as_clicker(
@@ -87,7 +88,7 @@ async def test_rotate_now_reaches_approval_as_clicker(
 
     run_message = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
     assert "JWT_SECRET" in run_message.text
-    runs = query(bot.database_path, "SELECT requester, kind, app FROM runs")
+    runs = query(bot.database, "SELECT requester, kind, app FROM runs")
     assert [tuple(row) for row in runs] == [(BYSTANDER, "rotate", APP)]
     started = await next_ephemeral(slack, BYSTANDER, after=0)
     assert "Started" in started.text
@@ -97,7 +98,7 @@ async def test_rotate_now_reaches_approval_as_clicker(
                        block_id=block_of(message, "JWT_SECRET"))
     already = await next_ephemeral(slack, APPROVER, after=0)
     assert "already has a run in progress" in already.text
-    assert len(query(bot.database_path, "SELECT id FROM runs")) == 1
+    assert len(query(bot.database, "SELECT id FROM runs")) == 1
     assert len(run_messages(slack)) == 1
 
 
@@ -109,7 +110,7 @@ async def test_rotate_now_forged_value_rejected(bot: BotProcess, driver: SlackDr
 
     reply = await next_ephemeral(slack, REQUESTER, after=0)
     assert "Unknown app `other-app`" in reply.text
-    assert query(bot.database_path, "SELECT id FROM runs") == []
+    assert query(bot.database, "SELECT id FROM runs") == []
 
 
 async def test_snooze_with_reason_audited_and_shown(
@@ -149,7 +150,7 @@ async def test_snooze_without_reason_accepted(bot: BotProcess, driver: SlackDriv
     records = snooze_records(bot)
     assert len(records) == 1
     assert json.loads(str(records[0]["detail"]))["reason"] is None
-    row = query(bot.database_path, "SELECT snoozed_by FROM inventory WHERE app = ? AND name = 'JWT_SECRET'", APP)
+    row = query(bot.database, "SELECT snoozed_by FROM inventory WHERE app = ? AND name = 'JWT_SECRET'", APP)
     assert row[0]["snoozed_by"] == APPROVER
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from bot.settings import normalize_database_url
 from bot.storage.db import create_engine, create_session_factory, migrate
 from bot.storage.models import InventorySecret, ReminderPost
+from tests import databases
 from tests.botprocess import DEFAULT_CONFIG, BotProcess
 from tests.conftest import APP
 from tests.flow import CHANNEL, bot_messages
@@ -30,8 +31,9 @@ def config_at(at: str) -> str:
     return DEFAULT_CONFIG + f'\n[reminders]\ntime = "{at}"\ntimezone = "UTC"\n'
 
 
-def sqlite_url(workdir: Path) -> str:
-    return f"sqlite+aiosqlite:///{workdir / 'secretbot.db'}"
+def database_url(workdir: Path) -> str:
+    """The URL of the database that a bot process in `workdir` uses on this test's backend."""
+    return databases.for_workdir(workdir).url
 
 
 async def seed_inventory(url: str, fly: FlyState) -> None:
@@ -98,7 +100,7 @@ async def test_late_reminder_posted_once_across_restart(
     bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
 ) -> None:
     await avoid_midnight()
-    await seed_inventory(sqlite_url(bot_dir), fly)
+    await seed_inventory(database_url(bot_dir), fly)
     # 00:00:00 UTC has always passed today: the bot starts after the reminder time.
     first = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
                        config=config_at("00:00:00"))
@@ -117,7 +119,7 @@ async def test_late_reminder_posted_once_across_restart(
     finally:
         await second.stop_async()
 
-    [row] = await ledger_rows(sqlite_url(bot_dir))
+    [row] = await ledger_rows(database_url(bot_dir))
     assert reminder_posts(slack) == ["Secrets to rotate: 3 overdue."]
     assert row.status == "posted"
     assert row.items == 3
@@ -127,7 +129,7 @@ async def test_late_reminder_lists_seeded_secrets(
     bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
 ) -> None:
     await avoid_midnight()
-    await seed_inventory(sqlite_url(bot_dir), fly)
+    await seed_inventory(database_url(bot_dir), fly)
     bot = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
                      config=config_at("00:00:00"))
     await bot.start()
@@ -189,7 +191,7 @@ async def wait_until_either(process: BotProcess, texts: tuple[str, ...], timeout
 async def test_remind_dry_run_prints_and_claims_nothing(
     bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
 ) -> None:
-    await seed_inventory(sqlite_url(bot_dir), fly)
+    await seed_inventory(database_url(bot_dir), fly)
     process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
                          config=config_at("09:00"))
 
@@ -203,14 +205,14 @@ async def test_remind_dry_run_prints_and_claims_nothing(
     assert "    JWT_SECRET: 70 days overdue, high priority" in lines
     assert "    OPENAI_API_KEY: 10 days overdue, medium priority" in lines
     assert slack.calls_to("chat.postMessage") == []
-    assert await ledger_rows(sqlite_url(bot_dir)) == []
+    assert await ledger_rows(database_url(bot_dir)) == []
 
 
 async def test_remind_does_not_post_twice(
     bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
 ) -> None:
     await avoid_midnight(margin=120)
-    await seed_inventory(sqlite_url(bot_dir), fly)
+    await seed_inventory(database_url(bot_dir), fly)
     # The time is irrelevant to `secretbot remind`; the bot posts late on start-up if it is due.
     process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
                          config=config_at("00:00:00"))
@@ -234,10 +236,10 @@ async def test_remind_does_not_post_twice(
 
 async def test_remind_without_token_fails(bot_dir: Path, slack: SlackStandin, fly: FlyState,
                                           flyctl_wrapper: Path) -> None:
-    await seed_inventory(sqlite_url(bot_dir), fly)
+    await seed_inventory(database_url(bot_dir), fly)
     process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
                          config=config_at("09:00"), extra_env={"SLACK_BOT_TOKEN": ""})
     code, _, errors = await run_cli(process, "remind")
     assert code == 2
     assert "SLACK_BOT_TOKEN" in errors
-    assert await ledger_rows(sqlite_url(bot_dir)) == []
+    assert await ledger_rows(database_url(bot_dir)) == []

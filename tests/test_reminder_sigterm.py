@@ -18,7 +18,7 @@ from tests.test_reminder_e2e import (
     avoid_midnight,
     config_at,
     reminder_posts,
-    sqlite_url,
+    database_url,
 )
 
 # Forty overdue secrets need two reminder messages: the parent and one thread reply.
@@ -59,7 +59,7 @@ async def test_sigterm_during_reminder_replies_posts_once(
     await avoid_midnight(margin=300)
     for name in NAMES:
         fly.set_secret(APP, name, f"value-of-{name}")
-    await seed_overdue(sqlite_url(bot_dir), fly)
+    await seed_overdue(database_url(bot_dir), fly)
     rate_limit_after_parent(slack)
     first = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
                        config=config_at("00:00:00"))
@@ -69,8 +69,8 @@ async def test_sigterm_during_reminder_replies_posts_once(
     await first.stop_async()
 
     # The ledger's lease (10 minutes) runs out before the next start; moved instead of waited for.
-    lease_ago = f"{datetime.now(UTC) - timedelta(minutes=11):%Y-%m-%d %H:%M:%S.%f}"
-    execute(first.database_path, "UPDATE reminder_posts SET claimed_at = ?", lease_ago)
+    lease_ago = datetime.now(UTC) - timedelta(minutes=11)
+    execute(first.database, "UPDATE reminder_posts SET claimed_at = ?", lease_ago)
     second = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper,
                         config=config_at("00:00:00"), port=first.port)
     log_size = len(first.log())

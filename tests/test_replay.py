@@ -29,7 +29,7 @@ async def test_replayed_command_rejected(bot: BotProcess, driver: SlackDriver, s
     assert original.status == 200
     assert replay.status == 401
     assert "rejected replayed request" in bot.log()
-    assert len(query(bot.database_path, "SELECT id FROM runs")) == 1
+    assert len(query(bot.database, "SELECT id FROM runs")) == 1
     assert len(run_messages(slack)) == 1
 
 

@@ -82,7 +82,7 @@ async def test_killed_after_value_stored_settles_then_verifies(
     verify_line = parent_step_lines(message)[4]
     assert verify_line.startswith(":x:")
     assert "verification failed" in verify_line
-    digests = query(second.database_path, "SELECT digest_before, digest_after FROM run_secrets")
+    digests = query(second.database, "SELECT digest_before, digest_after FROM run_secrets")
     assert digests[0]["digest_before"] == old_digest
     assert digests[0]["digest_after"] == fly.secret_digest(APP, "JWT_SECRET")
 
@@ -95,7 +95,7 @@ async def test_killed_before_value_stored_reports_nothing_changed(
     first, parent = await start_approved_rotation(bot_dir, slack, flyctl_wrapper)
 
     def import_started() -> bool:
-        rows = query(first.database_path, "SELECT digest_before FROM run_secrets")
+        rows = query(first.database, "SELECT digest_before FROM run_secrets")
         return bool(rows) and rows[0]["digest_before"] is not None
 
     await wait_until(import_started, "digests read before the import")
@@ -148,7 +148,7 @@ async def test_rotation_on_postgres(
     finally:
         await process.stop_async()
 
-    assert not process.database_path.exists()
+    assert not (process.workdir / "secretbot.db").exists()
     connection = await asyncpg.connect(postgres_url)
     try:
         rotated = await connection.fetch("SELECT secret FROM audit_log WHERE event = 'secret.rotated' ORDER BY secret")

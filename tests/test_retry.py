@@ -28,7 +28,7 @@ async def test_retry_starts_new_run(bot: BotProcess, driver: SlackDriver, slack:
     await driver.click(channel=CHANNEL, ts=retried.ts, action_id="step_approve", user_id=APPROVER)
     await wait_for_status(slack, retried, "done", timeout=30)
 
-    runs = query(bot.database_path, "SELECT status, requester, reason FROM runs ORDER BY created_at")
+    runs = query(bot.database, "SELECT status, requester, reason FROM runs ORDER BY created_at")
     assert [row["status"] for row in runs] == ["failed", "succeeded"]
     assert runs[1]["requester"] == REQUESTER
     assert runs[1]["reason"].startswith("retry of run ")
@@ -42,7 +42,7 @@ async def test_retry_by_bystander_rejected(bot: BotProcess, driver: SlackDriver,
     await driver.click(channel=CHANNEL, ts=failed.ts, action_id="run_retry", user_id=BYSTANDER)
     await asyncio.sleep(1)
 
-    assert len(query(bot.database_path, "SELECT id FROM runs")) == 1
+    assert len(query(bot.database, "SELECT id FROM runs")) == 1
     assert any("only the requester or an approver" in text for text in response_texts(slack, BYSTANDER))
 
 

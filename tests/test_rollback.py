@@ -54,7 +54,7 @@ async def test_failed_verification_rolled_back(keyed_bot: BotProcess, slack: Sla
     assert fly.secret_value(APP, "JWT_SECRET") == good_value
     assert any("started a rollback" in text for text in thread_texts(slack, failed))
 
-    events = query(keyed_bot.database_path, "SELECT detail FROM audit_log WHERE event = 'secret.rolled_back'")
+    events = query(keyed_bot.database, "SELECT detail FROM audit_log WHERE event = 'secret.rolled_back'")
     assert len(events) == 1
     assert json.loads(events[0]["detail"])["requested_by"] == APPROVER
 

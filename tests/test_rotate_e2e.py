@@ -83,7 +83,7 @@ async def test_rotation_end_to_end(
     assert any(f"<@{APPROVER}>" in reply and "Approval" in reply for reply in replies)
 
     # The audit log has the run with both digests and both people.
-    rotated = query(bot.database_path, "SELECT * FROM audit_log WHERE event = 'secret.rotated'")
+    rotated = query(bot.database, "SELECT * FROM audit_log WHERE event = 'secret.rotated'")
     assert len(rotated) == 1
     detail = json.loads(rotated[0]["detail"])
     assert rotated[0]["app"] == APP
@@ -93,14 +93,14 @@ async def test_rotation_end_to_end(
     assert detail["reason"] == "quarterly rotation"
     assert detail["digest_before"] == old_digest
     assert detail["digest_after"] == new_digest
-    runs = query(bot.database_path, "SELECT status FROM runs")
+    runs = query(bot.database, "SELECT status FROM runs")
     assert [row["status"] for row in runs] == ["succeeded"]
 
     # The new value is nowhere but in the flyctl stand-in's state.
     await bot.stop_async()
     assert new_value not in slack_traffic(slack)
     assert new_value not in bot.log()
-    assert new_value.encode() not in database_bytes(bot.database_path)
+    assert new_value.encode() not in database_bytes(bot.database)
     assert new_value not in flyctl_log.read_text()
     assert command_lines, "the process scan saw no processes"
     assert any("secrets import" in line for line in command_lines), "flyctl was not seen running"
@@ -110,7 +110,7 @@ async def test_rotation_end_to_end(
     log = bot.log()
     for credential in (OLD_VALUE, SIGNING_SECRET, BOT_TOKEN, FLY_TOKEN):
         assert credential not in log
-        assert credential.encode() not in database_bytes(bot.database_path)
+        assert credential.encode() not in database_bytes(bot.database)
     assert OLD_VALUE not in slack_traffic(slack)
 
 
@@ -153,7 +153,6 @@ async def test_health_url_failure_fails_verification(
 
 
 async def test_audit_verify_detects_tampering(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
-    import sqlite3
     import sys
 
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
@@ -167,10 +166,7 @@ async def test_audit_verify_detects_tampering(bot: BotProcess, driver: SlackDriv
     assert intact.returncode == 0
     assert "audit log intact" in out.decode()
 
-    connection = sqlite3.connect(bot.database_path)
-    connection.execute("UPDATE audit_log SET actor = 'U0EVIL' WHERE id = 1")
-    connection.commit()
-    connection.close()
+    bot.database.execute("UPDATE audit_log SET actor = 'U0EVIL' WHERE id = 1")
     broken = await asyncio.create_subprocess_exec(*command, cwd=bot.workdir, env=bot.environment(),
                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await broken.communicate()

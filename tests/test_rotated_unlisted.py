@@ -16,7 +16,7 @@ SYNCED_ROWS = 5
 async def test_rotated_secret_not_on_fly_rejected(
     bot: BotProcess, driver: SlackDriver, slack: SlackStandin
 ) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     # WAHA_TOKEN has a built-in policy but is not set on APP.
     await driver.slash_command(f"rotated WAHA_TOKEN {day(200)}", user_id=APPROVER, channel_id=CHANNEL)
     rejected = await next_ephemeral(slack, APPROVER, after=0)
@@ -26,13 +26,13 @@ async def test_rotated_secret_not_on_fly_rejected(
 
     assert "WAHA_TOKEN is not set on hotel-voice-bot" in rejected.text
     assert "WAHA_TOKEN" not in "\n".join(block_texts(status.blocks))
-    assert query(bot.database_path, "SELECT name FROM inventory WHERE name = 'WAHA_TOKEN'") == []
+    assert query(bot.database, "SELECT name FROM inventory WHERE name = 'WAHA_TOKEN'") == []
 
 
 async def test_rotated_not_on_fly_no_removal(
     bot: BotProcess, driver: SlackDriver, slack: SlackStandin
 ) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     await driver.slash_command(f"rotated WAHA_TOKEN {day(200)}", user_id=APPROVER, channel_id=CHANNEL)
     await next_ephemeral(slack, APPROVER, after=0)
 
@@ -40,5 +40,5 @@ async def test_rotated_not_on_fly_no_removal(
     # The acknowledgement is not an ephemeral; the result is the second one.
     await next_ephemeral(slack, APPROVER, after=1)
 
-    removals = query(bot.database_path, "SELECT secret FROM audit_log WHERE event = 'inventory.removed'")
+    removals = query(bot.database, "SELECT secret FROM audit_log WHERE event = 'inventory.removed'")
     assert [row["secret"] for row in removals] == []

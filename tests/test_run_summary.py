@@ -34,7 +34,7 @@ def summary(slack: SlackStandin, parent: Message) -> str:
 async def test_cancelled_run_names_no_approver(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
     parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
-    run_id = query(bot.database_path, "SELECT id FROM runs")[0]["id"]
+    run_id = query(bot.database, "SELECT id FROM runs")[0]["id"]
     await driver.slash_command(f"cancel {run_id} not needed", user_id=REQUESTER, channel_id=CHANNEL)
     await wait_for_status(slack, parent, "failed", timeout=20)
     await asyncio.sleep(1)

@@ -74,6 +74,7 @@ def error_line(stderr: str) -> str:
     return lines[-1]
 
 
+@pytest.mark.own_database
 def test_unreachable_postgres_names_database_url(bot_dir: Path, flyctl_wrapper: Path) -> None:
     # Nothing listens on port 9 (discard) of 127.0.0.1, so the connection is refused.
     bot = BotProcess(workdir=bot_dir, slack_api_url="http://127.0.0.1:9/api/", flyctl=flyctl_wrapper,
@@ -113,6 +114,7 @@ async def postgres_without_ssl() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+@pytest.mark.own_database
 async def test_postgres_without_ssl_names_sslmode(bot_dir: Path, flyctl_wrapper: Path,
                                                   postgres_without_ssl: int) -> None:
     url = f"postgresql://postgres@127.0.0.1:{postgres_without_ssl}/test?sslmode=require"
@@ -130,6 +132,7 @@ async def test_postgres_without_ssl_names_sslmode(bot_dir: Path, flyctl_wrapper:
     assert "remove sslmode=require" in line
 
 
+@pytest.mark.own_database
 def test_unopenable_sqlite_names_folder(bot_dir: Path, flyctl_wrapper: Path) -> None:
     missing = bot_dir / "no-such-folder"
     bot = BotProcess(workdir=bot_dir, slack_api_url="http://127.0.0.1:9/api/", flyctl=flyctl_wrapper,

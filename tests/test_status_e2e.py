@@ -20,6 +20,7 @@ from bot.settings import normalize_database_url
 from bot.storage.db import create_engine, create_session_factory, migrate
 from tests.botprocess import SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, BYSTANDER, REQUESTER
+from tests.databases import SqliteDatabase
 from tests.flow import (
     CHANNEL,
     query,
@@ -31,6 +32,7 @@ from tests.inventory_flow import (
     block_texts,
     day,
     execute,
+    midnight,
     next_ephemeral,
     wait_for_inventory,
 )
@@ -44,7 +46,7 @@ BULK_SECRETS = 400
 
 
 async def test_recorded_date_shown_in_status(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     rotated_on = day(45)
 
     ack = await driver.slash_command(f"rotated JWT_SECRET {rotated_on}", user_id=APPROVER, channel_id=CHANNEL)
@@ -66,7 +68,7 @@ async def test_recorded_date_shown_in_status(bot: BotProcess, driver: SlackDrive
     assert "*overdue by 15 days*" in first_line
     assert "last rotation unknown" in texts[1].splitlines()[1]
 
-    records = query(bot.database_path, "SELECT * FROM audit_log WHERE event = 'secret.rotation_date_recorded'")
+    records = query(bot.database, "SELECT * FROM audit_log WHERE event = 'secret.rotation_date_recorded'")
     assert len(records) == 1
     assert records[0]["actor"] == APPROVER
     assert records[0]["secret"] == "JWT_SECRET"
@@ -74,34 +76,34 @@ async def test_recorded_date_shown_in_status(bot: BotProcess, driver: SlackDrive
 
 
 async def test_non_approver_cannot_record_date(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
 
     ack = await driver.slash_command(f"rotated JWT_SECRET {day(10)}", user_id=BYSTANDER, channel_id=CHANNEL)
 
     assert ack.status == 200
     assert "Only approvers" in ack.text
     await asyncio.sleep(0.5)
-    assert query(bot.database_path, "SELECT * FROM audit_log WHERE event = 'secret.rotation_date_recorded'") == []
-    row = query(bot.database_path, "SELECT * FROM inventory WHERE app = ? AND name = 'JWT_SECRET'", APP)[0]
+    assert query(bot.database, "SELECT * FROM audit_log WHERE event = 'secret.rotation_date_recorded'") == []
+    row = query(bot.database, "SELECT * FROM inventory WHERE app = ? AND name = 'JWT_SECRET'", APP)[0]
     assert row["last_rotated_at"] is None
 
 
 async def test_recorded_date_for_unknown_name_rejected(
     bot: BotProcess, driver: SlackDriver, slack: SlackStandin
 ) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
 
     await driver.slash_command(f"rotated JWT_SECRT {day(10)}", user_id=APPROVER, channel_id=CHANNEL)
 
     reply = await next_ephemeral(slack, APPROVER, after=0)
     assert "Did you mean `JWT_SECRET`?" in reply.text
-    assert query(bot.database_path, "SELECT * FROM inventory WHERE name = 'JWT_SECRT'") == []
+    assert query(bot.database, "SELECT * FROM inventory WHERE name = 'JWT_SECRT'") == []
 
 
 async def test_history_newest_first_after_rotation(
     bot: BotProcess, driver: SlackDriver, slack: SlackStandin
 ) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     await driver.slash_command("rotate JWT_SECRET WAHA_WEBHOOK_TOKEN", user_id=REQUESTER, channel_id=CHANNEL)
     parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
     await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_approve", user_id=APPROVER)
@@ -114,7 +116,7 @@ async def test_history_newest_first_after_rotation(
     history = await next_ephemeral(slack, REQUESTER, after=seen)
     lines = [line for text in block_texts(history.blocks)[1:] for line in text.splitlines()]
 
-    expected = query(bot.database_path, "SELECT event, secret FROM audit_log WHERE app = ? AND "
+    expected = query(bot.database, "SELECT event, secret FROM audit_log WHERE app = ? AND "
                      "(secret = 'WAHA_WEBHOOK_TOKEN' OR secret LIKE '%WAHA_WEBHOOK_TOKEN%') ORDER BY id DESC", APP)
     assert len(lines) == len(expected)
     for line, record in zip(lines, expected, strict=True):
@@ -143,7 +145,7 @@ async def bulk_bot(bot_dir: Path, slack: SlackStandin, fly: FlyState,
     process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
     await process.start()
     try:
-        await wait_for_inventory(process.database_path, rows=SYNCED_ROWS + BULK_SECRETS, timeout=60)
+        await wait_for_inventory(process.database, rows=SYNCED_ROWS + BULK_SECRETS, timeout=60)
         yield process
     finally:
         await process.stop_async()
@@ -153,8 +155,8 @@ async def test_status_of_hundreds_within_block_kit_limits(bulk_bot: BotProcess, 
     driver = SlackDriver(bot_url=bulk_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     # Half of them overdue by 1 to 399 days (medium priority, 90-day interval), so the order is checked across many lines.
     for index in range(0, BULK_SECRETS, 2):
-        execute(bulk_bot.database_path, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator' "
-                "WHERE name = ?", f"{day(91 + index)} 00:00:00.000000", f"BULK_SECRET_{index:03d}")
+        execute(bulk_bot.database, "UPDATE inventory SET last_rotated_at = ?, rotation_source = 'operator' "
+                "WHERE name = ?", midnight(day(91 + index)), f"BULK_SECRET_{index:03d}")
 
     ack = await driver.slash_command(f"status --app {APP}", user_id=REQUESTER, channel_id=CHANNEL)
     assert ack.status == 200
@@ -178,7 +180,7 @@ async def test_status_of_hundreds_within_block_kit_limits(bulk_bot: BotProcess, 
 
 
 async def test_sync_reports_each_app(bot: BotProcess, driver: SlackDriver, slack: SlackStandin, fly: FlyState) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     fly.set_secret(APP, "NEW_SECRET", "new-value")
 
     ack = await driver.slash_command("sync", user_id=BYSTANDER, channel_id=CHANNEL)
@@ -191,18 +193,25 @@ async def test_sync_reports_each_app(bot: BotProcess, driver: SlackDriver, slack
     # The start-up reminder also syncs, and may be the one that records NEW_SECRET first.
     assert lines[0].startswith(f":white_check_mark: {APP}: 5 secret(s), ")
     assert lines[1].startswith(":white_check_mark: hotel-staging: 1 secret(s), 0 appeared")
-    assert query(bot.database_path, "SELECT * FROM inventory WHERE name = 'NEW_SECRET'") != []
-    appeared = query(bot.database_path, "SELECT id FROM audit_log WHERE event = 'inventory.appeared' "
+    assert query(bot.database, "SELECT * FROM inventory WHERE name = 'NEW_SECRET'") != []
+    appeared = query(bot.database, "SELECT id FROM audit_log WHERE event = 'inventory.appeared' "
                                         "AND secret = 'NEW_SECRET'")
     assert len(appeared) == 1
 
 
+def unchanged_marker(bot: BotProcess) -> object:
+    """What changes when anything writes to the bot's database: the SQLite file's mtime, or every row."""
+    if isinstance(bot.database, SqliteDatabase):
+        return bot.database.path.stat().st_mtime_ns
+    return bot.database.contents()
+
+
 async def test_cli_status_prints_table(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:
-    await wait_for_inventory(bot.database_path, rows=SYNCED_ROWS)
+    await wait_for_inventory(bot.database, rows=SYNCED_ROWS)
     await driver.slash_command(f"rotated JWT_SECRET {day(45)}", user_id=APPROVER, channel_id=CHANNEL)
     await next_ephemeral(slack, APPROVER, after=0)
     await bot.stop_async()
-    before = bot.database_path.stat().st_mtime_ns
+    before = unchanged_marker(bot)
 
     out, err, code = await _run_cli(bot, "status", "--app", APP)
 
@@ -213,7 +222,7 @@ async def test_cli_status_prints_table(bot: BotProcess, driver: SlackDriver, sla
     assert lines[1].endswith("overdue by 15 d")
     assert len([line for line in lines if line.startswith(APP)]) == 4
     assert "4 secrets: 1 overdue, 3 ok" in out
-    assert bot.database_path.stat().st_mtime_ns == before
+    assert unchanged_marker(bot) == before
 
 
 async def test_cli_status_missing_database_creates_nothing(bot: BotProcess, tmp_path: Path) -> None:

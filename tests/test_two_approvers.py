@@ -11,6 +11,7 @@ import pytest
 
 from tests.botprocess import DEFAULT_CONFIG, SIGNING_SECRET, BotProcess
 from tests.conftest import APPROVER, BYSTANDER, REQUESTER
+from tests.databases import BotDatabase
 from tests.flow import CHANNEL, query, query_any, response_texts, wait_for_buttons, wait_for_parent, wait_for_status
 from tests.standins.fly_state import FlyState
 from tests.standins.slack_api import SlackStandin
@@ -62,14 +63,14 @@ async def test_high_priority_needs_second_approver(two_approver_bot: BotProcess,
     await wait_for_status(slack, parent, "done", timeout=30)
 
     assert len(imports(fly, flyctl_log)) == 1
-    rows = query(two_approver_bot.database_path, "SELECT round, user_id, decision FROM decisions ORDER BY round")
+    rows = query(two_approver_bot.database, "SELECT round, user_id, decision FROM decisions ORDER BY round")
     assert [(row["round"], row["user_id"], row["decision"]) for row in rows] == [
         (0, APPROVER, "approve"), (1, THIRD_APPROVER, "approve")]
-    rotated = query(two_approver_bot.database_path, "SELECT detail FROM audit_log WHERE event = 'secret.rotated'")
+    rotated = query(two_approver_bot.database, "SELECT detail FROM audit_log WHERE event = 'secret.rotated'")
     assert json.loads(rotated[0]["detail"])["approvers"] == [APPROVER, THIRD_APPROVER]
 
 
-async def second_approvals_race(process: BotProcess, database: Path | str, slack: SlackStandin, fly: FlyState,
+async def second_approvals_race(process: BotProcess, database: BotDatabase | str, slack: SlackStandin, fly: FlyState,
                                 flyctl_log: Path) -> None:
     driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
@@ -94,7 +95,7 @@ async def second_approvals_race(process: BotProcess, database: Path | str, slack
 
 async def test_second_approvals_race_one_wins(two_approver_bot: BotProcess, slack: SlackStandin, fly: FlyState,
                                               flyctl_log: Path) -> None:
-    await second_approvals_race(two_approver_bot, two_approver_bot.database_path, slack, fly, flyctl_log)
+    await second_approvals_race(two_approver_bot, two_approver_bot.database, slack, fly, flyctl_log)
 
 
 async def test_second_approvals_race_on_postgres(bot_dir: Path, slack: SlackStandin, fly: FlyState,

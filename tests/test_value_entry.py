@@ -66,7 +66,7 @@ async def test_entered_value_reaches_fly_exactly(
     # slack_traffic is JSON, where the quotes in the value appear escaped.
     assert json.dumps(NEW_KEY)[1:-1] not in slack_traffic(slack)
     assert NEW_KEY not in bot.log()
-    assert NEW_KEY.encode() not in database_bytes(bot.database_path)
+    assert NEW_KEY.encode() not in database_bytes(bot.database)
 
 
 async def test_bad_value_gets_inline_error(
@@ -130,7 +130,7 @@ async def test_b2_pair_entered_together(
     for name, value in entered.items():
         assert value not in slack_traffic(slack)
         assert value not in process.log()
-        assert value.encode() not in database_bytes(process.database_path)
+        assert value.encode() not in database_bytes(process.database)
         assert not [line for line in command_lines if value in line]
         shown = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "secretbot"), "backup", "show", APP, name, "--yes", "--no-newline",

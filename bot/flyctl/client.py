@@ -1,16 +1,18 @@
-"""Typed flyctl commands: the only module that builds flyctl argv and parses its output."""
+"""Typed flyctl commands: runs the command lines of `bot.flyctl.commands` and parses their output."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot.errors import CommandError, ConfigError
+from bot.errors import ConfigError
+from bot.flyctl import commands
+from bot.flyctl.commands import FlyCommand
 from bot.flyctl.importfile import encode_import
-from bot.flyctl.runner import DEFAULT_KILL_GRACE, CommandResult, Runner, build_env
+from bot.flyctl.runner import DEFAULT_KILL_GRACE, CommandResult, Completed, Runner, build_env
 from bot.flyctl.shapes import (
     AppStatus,
     FlySecret,
@@ -23,19 +25,10 @@ from bot.flyctl.shapes import (
 )
 from bot.redact import Redactor
 
+if TYPE_CHECKING:
+    from bot.metrics import BotMetrics
+
 logger = logging.getLogger(__name__)
-
-# Fly app names are lowercase letters, digits and dashes. Checking them keeps an app
-# name from being read as a flag, since it is the one caller-supplied word in argv.
-APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-
-
-def _check_app(app: str) -> str:
-    if not APP_NAME.fullmatch(app):
-        raise CommandError(
-            f"app name {app!r} is invalid: Fly app names use lowercase letters, digits and dashes"
-        )
-    return app
 
 
 class FlyctlClient:
@@ -62,6 +55,7 @@ class FlyctlClient:
         redactor: Redactor | None = None,
         extra_env: Mapping[str, str] | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
+        metrics: BotMetrics | None = None,
     ) -> None:
         if not api_token:
             raise ConfigError("the Fly API token is missing; set FLY_API_TOKEN to a Fly deploy or org token")
@@ -81,11 +75,12 @@ class FlyctlClient:
             work_dir=work_dir,
             redactor=self.redactor,
             kill_grace=kill_grace,
+            metrics=metrics,
         )
 
     async def version(self) -> str:
         """Return flyctl's version line, e.g. "flyctl v0.4.87 linux/amd64 …"."""
-        completed = await self._runner.run(["version"], app=None, command="version", timeout=self.command_timeout)
+        completed = await self._run(commands.version(), timeout=self.command_timeout)
         # Unredacted on purpose: the line contains no input, but its 40-hex commit ID
         # looks like key material to the redactor.
         lines = completed.raw_stdout.strip().splitlines()
@@ -93,24 +88,12 @@ class FlyctlClient:
 
     async def list_secrets(self, app: str) -> list[FlySecret]:
         """List the app's secret names and digests (never values)."""
-        _check_app(app)
-        completed = await self._runner.run(
-            ["secrets", "list", "--app", app, "--json"],
-            app=app,
-            command="secrets list",
-            timeout=self.command_timeout,
-        )
+        completed = await self._run(commands.secrets_list(app), timeout=self.command_timeout)
         return parse_secrets(completed.raw_stdout, app=app)
 
     async def status(self, app: str) -> AppStatus:
         """Return the app's current release and machines, with check output redacted."""
-        _check_app(app)
-        completed = await self._runner.run(
-            ["status", "--app", app, "--json"],
-            app=app,
-            command="status",
-            timeout=self.command_timeout,
-        )
+        completed = await self._run(commands.status(app), timeout=self.command_timeout)
         status = parse_status(completed.raw_stdout, app=app)
 
         # Health check output is written by the app and may echo its environment.
@@ -127,13 +110,7 @@ class FlyctlClient:
 
     async def releases(self, app: str) -> list[Release]:
         """Return the app's recent releases, newest first."""
-        _check_app(app)
-        completed = await self._runner.run(
-            ["releases", "--app", app, "--json"],
-            app=app,
-            command="releases",
-            timeout=self.command_timeout,
-        )
+        completed = await self._run(commands.releases(app), timeout=self.command_timeout)
         return parse_releases(completed.raw_stdout, app=app)
 
     async def recent_logs(self, app: str, *, limit: int = 50) -> list[LogLine]:
@@ -143,17 +120,11 @@ class FlyctlClient:
         passes through the redactor. flyctl decides how far back `--no-tail` reaches,
         and `limit` only trims what it printed.
         """
-        _check_app(app)
+        command = commands.recent_logs(app)
         if limit < 1:
             raise ValueError(f"limit must be 1 or more, got {limit}; pass how many of the newest lines to return")
 
-        # Without --no-tail, flyctl keeps streaming new lines until it is stopped.
-        completed = await self._runner.run(
-            ["logs", "--app", app, "--no-tail", "--json"],
-            app=app,
-            command="logs",
-            timeout=self.command_timeout,
-        )
+        completed = await self._run(command, timeout=self.command_timeout)
         lines = parse_logs(completed.raw_stdout, app=app)[-limit:]
         return [dataclasses.replace(line, message=self.redactor.redact(line.message)) for line in lines]
 
@@ -164,18 +135,46 @@ class FlyctlClient:
         app untouched. flyctl then stores all values in one batch and rolls every
         machine; a non-zero exit after that point means "stored, not fully rolled out".
         """
-        _check_app(app)
+        command = commands.secrets_import(app, tuple(values))
         text = encode_import(values)
         for value in values.values():
             # flyctl echoes a malformed input line on stderr; mask it before anyone reads it.
             self.redactor.add(value)
 
         logger.info("importing secrets app=%s names=%s", app, ",".join(sorted(values)))
-        completed = await self._runner.run(
-            ["secrets", "import", "--app", app],
-            app=app,
-            command="secrets import",
-            timeout=self.deploy_timeout,
-            stdin=text.encode("utf-8"),
-        )
+        completed = await self._run(command, timeout=self.deploy_timeout, stdin=text.encode("utf-8"))
         return completed.result
+
+    async def unset_secrets(self, app: str, names: Sequence[str]) -> CommandResult:
+        """Remove secrets with `flyctl secrets unset`, which then rolls every machine.
+
+        flyctl v0.4.87 does not fail for a name the app does not have, so callers check
+        the list first. As for an import, a non-zero exit after the batch update means
+        "removed, not fully rolled out". Uses `deploy_timeout`.
+        """
+        command = commands.secrets_unset(app, tuple(names))
+        logger.info("unsetting secrets app=%s names=%s", app, ",".join(sorted(names)))
+        completed = await self._run(command, timeout=self.deploy_timeout)
+        return completed.result
+
+    async def deploy_secrets(self, app: str) -> CommandResult:
+        """Roll staged secrets out with `flyctl secrets deploy`; every machine is updated in place.
+
+        Uses `deploy_timeout`, since flyctl waits for the rolling restart as for an import.
+        """
+        logger.info("deploying staged secrets app=%s", app)
+        completed = await self._run(commands.secrets_deploy(app), timeout=self.deploy_timeout)
+        return completed.result
+
+    async def restart_app(self, app: str) -> CommandResult:
+        """Restart the app's started machines with `flyctl apps restart`, without a new release.
+
+        A restart is not documented to apply staged secrets; `deploy_secrets` does that.
+        """
+        logger.info("restarting app=%s", app)
+        completed = await self._run(commands.apps_restart(app), timeout=self.deploy_timeout)
+        return completed.result
+
+    async def _run(self, command: FlyCommand, *, timeout: float, stdin: bytes | None = None) -> Completed:
+        return await self._runner.run(command.argv, app=command.app, command=command.name, timeout=timeout,
+                                      stdin=stdin)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import FlyctlError, FlyctlNotFound, FlyctlTimeout
+from bot.metrics import FLYCTL_CANCELLED, FLYCTL_EXIT, FLYCTL_NOT_STARTED, FLYCTL_TIMEOUT, BotMetrics
 from bot.redact import Redactor
 
 logger = logging.getLogger(__name__)
@@ -157,12 +158,14 @@ class Runner:
         work_dir: Path,
         redactor: Redactor,
         kill_grace: float = DEFAULT_KILL_GRACE,
+        metrics: BotMetrics | None = None,
     ) -> None:
         self.executable = executable
         self.env = dict(env)
         self.work_dir = work_dir
         self.redactor = redactor
         self.kill_grace = kill_grace
+        self.metrics = metrics
 
     def _resolve_executable(self) -> str:
         found = shutil.which(self.executable, path=self.env.get("PATH"))
@@ -220,6 +223,7 @@ class Runner:
             )
         except (FileNotFoundError, PermissionError) as error:
             logger.error("flyctl could not start app=%s command=%s error=%s", app, command, error.strerror)
+            self._record(command, app, started, failure=FLYCTL_NOT_STARTED)
             raise FlyctlNotFound(
                 f"flyctl executable {self.executable!r} could not be started ({error.strerror}); "
                 "install flyctl or set FLYCTL to its full path"
@@ -233,6 +237,7 @@ class Runner:
             logger.error(
                 "flyctl timed out app=%s command=%s timeout=%.1fs duration=%.1fs", app, command, timeout, duration
             )
+            self._record(command, app, started, failure=FLYCTL_TIMEOUT)
             raise FlyctlTimeout(
                 f"{subject} did not finish within {timeout:g}s and was stopped; "
                 "check the app's machines and releases before retrying",
@@ -241,6 +246,8 @@ class Runner:
         except asyncio.CancelledError:
             # The caller gave up (e.g. shutdown): stop flyctl rather than orphan it.
             await asyncio.shield(_stop(process, self.kill_grace))
+            logger.warning("flyctl stopped because its caller was cancelled app=%s command=%s", app, command)
+            self._record(command, app, started, failure=FLYCTL_CANCELLED)
             raise
 
         duration = time.monotonic() - started
@@ -264,10 +271,17 @@ class Runner:
                 duration,
                 message,
             )
+            self._record(command, app, started, failure=FLYCTL_EXIT)
             raise FlyctlError(message, exit_code=exit_code, stdout=result.stdout, stderr=result.stderr)
 
         logger.info("flyctl finished app=%s command=%s exit_code=0 duration=%.1fs", app, command, duration)
+        self._record(command, app, started)
         return Completed(result=result, raw_stdout=raw_stdout)
+
+    def _record(self, command: str, app: str, started: float, *, failure: str | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.flyctl_finished(command=command, app=app, seconds=time.monotonic() - started,
+                                         failure=failure)
 
     @staticmethod
     def _failure_message(result: CommandResult, *, subject: str) -> str:

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Dialect, Select, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.types import UserDefinedType
 
 from bot import audit
 from bot.clock import Clock, SystemClock
 from bot.errors import CommandError
-from bot.inventory.schedule import SecretStatus, assess
+from bot.inventory.schedule import Assessor, SecretStatus
 from bot.policy import Policy
-from bot.storage.models import InventorySecret, RunSecret
+from bot.storage.models import InventorySecret, RunSecret, UTCDateTime
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +56,24 @@ class InventoryStore:
         return list(await asyncio.shield(reading))
 
     async def _read_statuses(self, app: str | None) -> list[SecretStatus]:
-        now = self.clock.now()
+        # Core rows of the columns assess reads, not ORM entities: at 10,000 secrets, loading
+        # entities took about half of /secret status, in attribute instrumentation and in
+        # UTCDateTime's conversion of each timestamp (see _UTCTimestamp).
+        assessor = Assessor(self.policy, self.clock.now())
+        query = _STATUS_QUERY
+        open_query = select(RunSecret.app, RunSecret.name, RunSecret.run_id).where(RunSecret.open.is_(True))
+        if app is not None:
+            query = query.where(InventorySecret.app == app)
+            open_query = open_query.where(RunSecret.app == app)
+        statuses = []
         async with self.sessions() as session:
-            query = select(InventorySecret).where(InventorySecret.removed_at.is_(None))
-            open_query = select(RunSecret.app, RunSecret.name, RunSecret.run_id).where(RunSecret.open.is_(True))
-            if app is not None:
-                query = query.where(InventorySecret.app == app)
-                open_query = open_query.where(RunSecret.app == app)
-            rows = list(await session.scalars(query.order_by(InventorySecret.app, InventorySecret.name)))
             open_runs = {(row.app, row.name): row.run_id for row in await session.execute(open_query)}
-        return [assess(row, policy=self.policy, now=now, open_run_id=open_runs.get((row.app, row.name)))
-                for row in rows]
+            # Each row is assessed as it is read, so no list of 10,000 intermediate rows is kept
+            # alive long enough for the garbage collector to scan it.
+            for row in await session.execute(query):
+                columns = _StatusColumns._make(row)
+                statuses.append(assessor.assess(columns, open_runs.get((columns.app, columns.name))))
+        return statuses
 
     async def get(self, app: str, name: str) -> InventorySecret | None:
         async with self.sessions() as session:
@@ -104,6 +113,46 @@ class InventoryStore:
                     row.removed_at = None
                     row.last_seen_at = now
 
+    async def record_policy(self, *, app: str, name: str, priority: str, value_source: str) -> None:
+        """Keep the policy chosen for a secret that secretbot added, for its schedule and reminders.
+
+        The run that added the secret writes the audit record. A [secrets.NAME] table in
+        secretbot.toml still takes precedence over what is stored here.
+        """
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            row = await _row_for_update(session, app, name, now)
+            row.priority = priority
+            row.value_source = value_source
+        logger.info("inventory policy recorded app=%s secret=%s priority=%s source=%s", app, name, priority,
+                    value_source)
+
+    async def record_removed(self, *, app: str, names: Sequence[str], run_id: str) -> None:
+        """Mark secrets that a secretbot run removed from Fly; the rows and their policy stay for a restore."""
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            rows = await session.scalars(select(InventorySecret).where(
+                InventorySecret.app == app, InventorySecret.name.in_(list(names)), InventorySecret.removed_at.is_(None)))
+            for row in rows:
+                row.removed_at = now
+                row.last_run_id = run_id
+        logger.info("inventory removal recorded run_id=%s app=%s secrets=%s", run_id, app, ",".join(names))
+
+    async def record_value_age(self, *, app: str, name: str, created_at: datetime, run_id: str) -> None:
+        """Date the last rotation to when a restored value was first set, not to the restore.
+
+        Putting an old value back does not make it new, so its schedule keeps counting from
+        the backup's creation.
+        """
+        async with self.sessions.begin() as session:
+            row = await session.scalar(
+                select(InventorySecret).where(InventorySecret.app == app, InventorySecret.name == name))
+            if row is None:
+                return
+            row.last_rotated_at = created_at
+            row.last_run_id = run_id
+        logger.info("inventory value age recorded run_id=%s app=%s secret=%s", run_id, app, name)
+
     async def record_date(self, *, app: str, name: str, rotated_at: datetime, actor: str) -> None:
         """Record the real date of the last rotation, given by an operator, with an audit record."""
 
@@ -132,6 +181,69 @@ class InventoryStore:
         await audit.append_with(self.sessions, [entry], change)
         logger.info("reminder snoozed app=%s secret=%s days=%d user=%s", app, name, days, actor)
         return until
+
+
+class _UTCTimestamp(UserDefinedType[datetime]):
+    """Reads a UTCDateTime column into the same aware UTC datetime in one call per value.
+
+    UTCDateTime, a TypeDecorator, converts each value in two Python calls (the dialect's
+    parser, then process_result_value). For the timestamps of 10,000 inventory entities
+    that took about a tenth of /secret status. SQLite returns the stored text, which is
+    parsed with datetime.fromisoformat as SQLAlchemy's SQLite dialect parses it, and
+    asyncpg returns an aware datetime.
+    """
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "TIMESTAMP"
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], datetime | None]:
+        return _utc_timestamp
+
+
+def _utc_timestamp(value: str | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _StatusColumns(NamedTuple):
+    """One row of the status query, in its column order.
+
+    A SQLAlchemy Row reads a column by name in about 0.4 µs, and assess reads a dozen of
+    them, while a NamedTuple's fields read about ten times faster.
+    """
+
+    app: str
+    name: str
+    priority: str | None
+    value_source: str | None
+    fly_status: str | None
+    rotation_source: str
+    last_run_id: str | None
+    snoozed_by: str | None
+    snooze_reason: str | None
+    first_seen_at: datetime
+    last_rotated_at: datetime | None
+    changed_outside_at: datetime | None
+    snoozed_until: datetime | None
+
+
+def _status_query() -> Select[Any]:
+    """Select the present secrets' columns that assess reads, in _StatusColumns' order, by app and name."""
+    table = InventorySecret.__table__.c
+    columns = []
+    for name in _StatusColumns._fields:
+        column = table[name]
+        is_timestamp = isinstance(column.type, UTCDateTime)
+        columns.append(type_coerce(column, _UTCTimestamp()).label(name) if is_timestamp else column)
+    return select(*columns).where(table.removed_at.is_(None)).order_by(table.app, table.name)
+
+
+_STATUS_QUERY = _status_query()
 
 
 async def _listed_row(session: AsyncSession, app: str, name: str) -> InventorySecret:

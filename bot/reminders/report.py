@@ -5,7 +5,7 @@ Pure: it orders the statuses that InventoryStore.statuses() returned and imports
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -36,6 +36,9 @@ class Reminder:
     # Snoozed secrets that would be listed without their snooze, the snooze ending first.
     snoozed: tuple[SecretStatus, ...]
     all_clear: bool
+    # Secrets whose rotation run the bot opened itself (auto_rotate), still open; each
+    # status's open_run_id names the run. They are listed without a Rotate now button.
+    automatic: tuple[SecretStatus, ...] = ()
 
     @property
     def items(self) -> int:
@@ -48,7 +51,7 @@ class Reminder:
 
     @property
     def should_post(self) -> bool:
-        return not self.nothing_due or self.all_clear
+        return not self.nothing_due or self.all_clear or bool(self.automatic)
 
     def ranked(self) -> tuple[SecretStatus, ...]:
         """Return every listed secret, most urgent first: the overdue ones, then those due soon."""
@@ -56,12 +59,19 @@ class Reminder:
 
 
 def build_reminder(statuses: Iterable[SecretStatus], *, local_date: date, window_days: int,
-                   all_clear: bool) -> Reminder:
-    """Sort statuses into the overdue, due-soon and snoozed parts of a reminder."""
+                   all_clear: bool, automatic: Collection[tuple[str, str]] = ()) -> Reminder:
+    """Sort statuses into the overdue, due-soon, snoozed and automatic parts of a reminder.
+
+    `automatic` holds the (app, secret) pairs whose open run the bot opened by itself.
+    """
     overdue: list[SecretStatus] = []
     due_soon: list[SecretStatus] = []
     snoozed: list[SecretStatus] = []
+    opened: list[SecretStatus] = []
     for status in statuses:
+        if status.open_run_id is not None and (status.app, status.name) in automatic:
+            opened.append(status)
+            continue
         section = reminder_section(status, window_days=window_days)
         if section is State.OVERDUE:
             overdue.append(status)
@@ -73,8 +83,9 @@ def build_reminder(statuses: Iterable[SecretStatus], *, local_date: date, window
     overdue.sort(key=lambda item: (item.due_at, _PRIORITY_RANK[item.priority], item.app, item.name))
     due_soon.sort(key=lambda item: (item.due_at, _PRIORITY_RANK[item.priority], item.app, item.name))
     snoozed.sort(key=lambda item: (item.snoozed_until, item.app, item.name))
+    opened.sort(key=lambda item: (item.due_at, item.app, item.name))
     return Reminder(local_date=local_date, window_days=window_days, overdue=tuple(overdue),
-                    due_soon=tuple(due_soon), snoozed=tuple(snoozed), all_clear=all_clear)
+                    due_soon=tuple(due_soon), snoozed=tuple(snoozed), all_clear=all_clear, automatic=tuple(opened))
 
 
 def _snoozed_while_due(status: SecretStatus, window_days: int) -> bool:

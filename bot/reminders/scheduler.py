@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock, SystemClock
@@ -25,6 +25,9 @@ from bot.policy import Policy
 from bot.reminders.ledger import ReminderLedger
 from bot.reminders.report import Reminder, build_reminder
 from bot.reminders.timing import due_now, sleep_seconds
+
+if TYPE_CHECKING:
+    from bot.metrics import BotMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -69,18 +72,26 @@ class SendResult:
 
 POSTED = "posted"
 EMPTY = "empty"
+# Only counted in the metrics: send_once raises ReminderPostError instead of returning it.
+FAILED = "failed"
 
 
-async def read_reminder(store: InventoryStore, policy: Policy, local_date: date) -> Reminder:
-    """Read the inventory and sort it into the reminder of `local_date`."""
+async def read_reminder(store: InventoryStore, policy: Policy, local_date: date, *,
+                        automatic: Collection[tuple[str, str]] = ()) -> Reminder:
+    """Read the inventory and sort it into the reminder of `local_date`.
+
+    `automatic` holds the (app, secret) pairs whose open run the bot opened by itself.
+    """
     settings = policy.reminders
     return build_reminder(await store.statuses(), local_date=local_date, window_days=settings.window_days,
-                          all_clear=settings.all_clear)
+                          all_clear=settings.all_clear, automatic=automatic)
 
 
 class ReminderScheduler:
     def __init__(self, *, store: InventoryStore, ledger: ReminderLedger, poster: ReminderPoster, policy: Policy,
-                 clock: Clock | None = None, before_post: Callable[[], Awaitable[None]] | None = None) -> None:
+                 clock: Clock | None = None, before_post: Callable[[], Awaitable[None]] | None = None,
+                 metrics: BotMetrics | None = None,
+                 read_automatic: Callable[[], Awaitable[Collection[tuple[str, str]]]] | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.poster = poster
@@ -89,6 +100,10 @@ class ReminderScheduler:
         # Runs after this process wins the day's claim and before the list is read, for
         # example an inventory sync, so only the process that posts pays for it.
         self.before_post = before_post
+        # Counts posted, empty and failed reminders. A claim lost to another process is not counted.
+        self.metrics = metrics
+        # Reads the secrets whose open run the bot opened itself (auto_rotate), listed apart.
+        self.read_automatic = read_automatic
 
     def channel(self) -> str:
         channel = self.policy.reminder_channel
@@ -118,9 +133,11 @@ class ReminderScheduler:
                 logger.warning("refresh before the reminder failed (%s); using the stored inventory "
                                "channel=%s date=%s", type(exc).__name__, channel, local_date)
 
-        reminder = await read_reminder(self.store, self.policy, local_date)
+        automatic = await self.read_automatic() if self.read_automatic is not None else ()
+        reminder = await read_reminder(self.store, self.policy, local_date, automatic=automatic)
         if not reminder.should_post:
             await self.ledger.mark_empty(claim)
+            self._count(EMPTY)
             logger.info("reminder not posted: nothing due channel=%s date=%s snoozed=%d",
                         channel, local_date, len(reminder.snoozed))
             return SendResult(channel=channel, local_date=local_date, outcome=EMPTY)
@@ -133,14 +150,20 @@ class ReminderScheduler:
         try:
             posted = await self.poster.post(reminder, channel=channel, on_parent=parent_posted)
         except ReminderPostError as exc:
+            self._count(FAILED)
             logger.error("reminder post failed channel=%s date=%s error=%s; retried after the claim expires",
                          channel, local_date, exc)
             raise
+        self._count(POSTED)
         logger.info("reminder posted channel=%s date=%s overdue=%d due_soon=%d snoozed=%d messages=%d ts=%s",
                     channel, local_date, len(reminder.overdue), len(reminder.due_soon), len(reminder.snoozed),
                     posted.messages, posted.message_ts)
         return SendResult(channel=channel, local_date=local_date, outcome=POSTED, items=reminder.items,
                           message_ts=posted.message_ts)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reminder_outcome(outcome)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Post each day's reminder at the configured time until `stop` is set."""

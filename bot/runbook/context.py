@@ -6,28 +6,43 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import audit
 from bot.backups import BackupStore
 from bot.clock import Clock, SystemClock
+from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
 from bot.inventory import InventoryStore
+from bot.inventory.added import load_added_policies
 from bot.people import People
-from bot.policy import Policy
+from bot.policy import Policy, SecretPolicy
 from bot.runbook.views import TERMINAL_STATUSES, RunView
 from bot.sealing import SealError, Sealer
 from bot.storage.models import AppLock, Decision, PendingValue, Run, RunSecret, utcnow
+from bot.terminal.lease import lease_expired
 
 logger = logging.getLogger(__name__)
 
 
+# The requester of a run the bot opens by itself, for a secret with `auto_rotate = true`.
+AUTOMATIC_REQUESTER = "secretbot"
+
+
 class ValueLostError(Exception):
     """A sealed value can no longer be opened, usually after a restart without a fixed key."""
+
+
+# A lock holder that is not a run: `secretbot import`, or a fix started from /secret diagnose.
+# No run row tells whether such a holder still lives, so it refreshes acquired_at while it
+# works (`refresh`), and its lock is stale once OPERATION_LEASE passes without a refresh.
+OPERATION_PREFIX = "op-"
+OPERATION_LEASE = timedelta(minutes=2)
 
 
 class AppLocks:
@@ -38,6 +53,7 @@ class AppLocks:
     keyed by the app, so it holds across bot processes sharing the database. It belongs
     to a run rather than a task, so a run resumed after a restart still holds it, and a
     lock left by a run that has ended is cleared by the next run that wants the app.
+    An operation (a holder ID starting with OPERATION_PREFIX) holds it while it refreshes it.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, poll_interval: float = 0.5) -> None:
@@ -55,18 +71,44 @@ class AppLocks:
                 logged_holder = holder
             await asyncio.sleep(self.poll_interval)
 
+    async def try_acquire(self, app: str, holder_id: str) -> str | None:
+        """Take the lock once if it is free or stale; return the run or operation holding it otherwise."""
+        return await self._try_acquire(app, holder_id)
+
+    async def refresh(self, app: str, holder_id: str) -> bool:
+        """Mark an operation's lock as still in use; False when the lock is no longer `holder_id`'s."""
+        async with self.sessions.begin() as session:
+            result = await session.execute(
+                update(AppLock).where(AppLock.app == app, AppLock.run_id == holder_id).values(acquired_at=utcnow()))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def _try_acquire(self, app: str, run_id: str) -> str | None:
         """Take the lock if it is free or stale; return the run holding it otherwise."""
         try:
             async with self.sessions.begin() as session:
-                holder = await session.scalar(select(AppLock.run_id).where(AppLock.app == app))
+                lock = (await session.execute(
+                    select(AppLock.run_id, AppLock.acquired_at).where(AppLock.app == app))).first()
+                holder = lock.run_id if lock is not None else None
                 if holder == run_id:
                     return None
-                if holder is not None:
-                    status = await session.scalar(select(Run.status).where(Run.id == holder))
-                    if status is not None and status not in TERMINAL_STATUSES:
-                        return holder
-                    logger.warning("clearing a lock left by an ended run app=%s holder=%s", app, holder)
+                if lock is not None and holder is not None:
+                    if holder.startswith(OPERATION_PREFIX):
+                        if lock.acquired_at > utcnow() - OPERATION_LEASE:
+                            return holder
+                        logger.warning("clearing a lock left by an operation that stopped refreshing it "
+                                       "app=%s holder=%s", app, holder)
+                    else:
+                        run = (await session.execute(select(Run.status, Run.origin, Run.heartbeat_at, Run.updated_at)
+                                                     .where(Run.id == holder))).first()
+                        if run is not None and run.status not in TERMINAL_STATUSES:
+                            # A terminal run whose process stopped refreshing its lease died
+                            # with the lock; `secretbot run --abandon` ends the run itself.
+                            if run.origin != "terminal" or not lease_expired(run.heartbeat_at, run.updated_at):
+                                return holder
+                            logger.warning("clearing a lock left by a terminal run whose process stopped "
+                                           "refreshing its lease app=%s holder=%s", app, holder)
+                        else:
+                            logger.warning("clearing a lock left by an ended run app=%s holder=%s", app, holder)
                     await session.execute(delete(AppLock).where(AppLock.app == app, AppLock.run_id == holder))
                 session.add(AppLock(app=app, run_id=run_id, acquired_at=utcnow()))
         except IntegrityError:
@@ -109,17 +151,41 @@ class Services:
         self.inventory = InventoryStore(sessions=self.sessions, policy=self.policy, clock=self.clock)
 
     async def refresh_people(self) -> Policy:
-        """Re-read stale user groups and return the policy with them expanded."""
-        self.policy = await self.people.resolve(self.configured_policy)
+        """Re-read stale user groups and the policies of added secrets, and return the policy with both.
+
+        The engine calls this before it runs steps and before it takes a decision, so a run
+        resumed after a restart, or decided in another process, reads the stored choices too.
+        """
+        resolved = await self.people.resolve(self.configured_policy)
+        self.policy = resolved.with_added(self.policy.added)
+        await self.refresh_added_policies()
         return self.policy
+
+    async def refresh_added_policies(self) -> Mapping[str, Mapping[str, SecretPolicy]]:
+        """Re-read the policies chosen with `/secret add` into `policy.added` and return them.
+
+        When the database cannot be read, the choices read last are kept, so secrets listed in
+        secretbot.toml stay rotatable.
+        """
+        try:
+            added = await load_added_policies(self.sessions)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("reading the policies of added secrets failed; keeping the last ones read error=%s",
+                           type(exc).__name__)
+            return self.policy.added
+        self.policy = self.policy.with_added(added)
+        return added
 
     async def may_operate(self, user_id: str) -> bool:
         """Tell whether `user_id` may start runbooks and snooze reminders.
 
         An empty slack.operators in the file lets everyone. A configured list whose groups
         expand to no user (a group that cannot be read, or is empty) lets no one, so a
-        Slack failure never opens the bot to the whole workspace.
+        Slack failure never opens the bot to the whole workspace. The bot itself
+        (AUTOMATIC_REQUESTER, for `auto_rotate`) may; no Slack user ID has that form.
         """
+        if user_id == AUTOMATIC_REQUESTER:
+            return True
         resolved = await self.refresh_people()
         if not self.configured_policy.slack.operators:
             return True
@@ -140,6 +206,15 @@ class StepContext:
     @property
     def flyctl(self) -> FlyctlClient:
         return self.services.flyctl
+
+    def secret_policy(self, name: str) -> SecretPolicy:
+        """Return the policy of one of the run's secrets, from secretbot.toml or as chosen when it was added."""
+        policy = self.policy.secret_for(self.run.app, name)
+        if policy is None:
+            raise ConfigError(
+                f"{name} on {self.run.app} is neither in secretbot.toml nor added with `/secret add`, so there is "
+                f"no policy to rotate it by; add a [secrets.{name}] table and start a new run")
+        return policy
 
     def log_context(self) -> str:
         return f"run_id={self.run.id} step={self.position} app={self.run.app} secrets={','.join(self.run.secret_names)}"

@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import audit
 from bot.errors import SecretbotError
+from bot.logs import RunContext, run_context
+from bot.metrics import CANCELLED, BotMetrics
 from bot.runbook.context import Services, StepContext
 from bot.runbook.steps import Decision as StepDecision
 from bot.runbook.steps import RESTART_CAUSE, Done, Failed, Runbook, Skipped, StepKind, StepOutcome, Waiting
-from bot.runbook.views import TERMINAL_STATUSES, RunObserver, RunView, SecretView, StepView
+from bot.runbook.views import RunObserver, RunView, SecretView, StepView
 from bot.storage.models import Decision, PendingValue, Run, RunSecret, Step, utcnow
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,17 @@ logger = logging.getLogger(__name__)
 # The actor recorded for an approval request that expired.
 EXPIRY_ACTOR = "secretbot"
 EXPIRY_CHECK_SECONDS = 60.0
+
+# Where a run was started (runs.origin). A Slack run is shown, answered, resumed and
+# expired by `secretbot serve`. A terminal run belongs to the `secretbot run` process that
+# started it: the person there decides its waiting steps, and `serve` leaves it alone.
+SLACK_ORIGIN = "slack"
+TERMINAL_ORIGIN = "terminal"
+_ORIGIN_PLACES = {SLACK_ORIGIN: "in Slack", TERMINAL_ORIGIN: "from a terminal"}
+
+# Awaited before each step of a run starts, with the run and the step's position: None
+# lets the step run, and a text stops the run there as cancelled, with that reason.
+StepGate = Callable[[RunView, int], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -77,10 +90,13 @@ SubmitResult = Accepted | Rejected | AlreadyDecided | Invalid
 
 
 class Engine:
-    def __init__(self, *, services: Services, runbooks: Mapping[str, Runbook], observer: RunObserver) -> None:
+    def __init__(self, *, services: Services, runbooks: Mapping[str, Runbook], observer: RunObserver,
+                 metrics: BotMetrics | None = None, gate: StepGate | None = None) -> None:
         self.services = services
         self.runbooks = dict(runbooks)
         self.observer = observer
+        self.gate = gate
+        self.metrics = metrics if metrics is not None else BotMetrics(process=False)
         self._tasks: set[asyncio.Task[None]] = set()
         self._run_locks: dict[str, asyncio.Lock] = {}
 
@@ -94,10 +110,12 @@ class Engine:
         secret_names: Sequence[str],
         requester: str,
         reason: str | None,
-        origin: str = "slack",
+        origin: str = SLACK_ORIGIN,
     ) -> StartResult:
         """Create a run and show it, unless one is open on the same secrets or the requester may not start one."""
-        if not await self.services.may_operate(requester):
+        # slack.operators lists Slack users. A terminal run is started by someone who holds
+        # the bot's database and Fly token, which that list cannot name.
+        if origin == SLACK_ORIGIN and not await self.services.may_operate(requester):
             logger.info("run start rejected: not an operator user=%s kind=%s app=%s", requester, kind, app)
             return Rejected("only the operators listed in slack.operators can start a runbook; "
                             "ask one of them, or an admin of secretbot.toml")
@@ -126,24 +144,29 @@ class Engine:
                 raise
             return open_run
 
-        logger.info("run created run_id=%s kind=%s app=%s secrets=%s requester=%s",
-                    run_id, kind, app, ",".join(secret_names), requester)
-        try:
-            await audit.append(
-                self.services.sessions,
-                audit.AuditEntry(event="run.requested", actor=requester, run_id=run_id, app=app,
-                                 secret=",".join(secret_names), detail={"kind": kind, "reason": reason, "origin": origin}),
-            )
-        except SecretbotError:
-            await self._finish(run_id, position=0, outcome=Failed("the audit log cannot be written; nothing was done"))
-            raise
+        self.metrics.run_started(kind)
+        with run_context(run_id=run_id, app=app, secrets=secret_names, step_position=0,
+                         step_kind=runbook.steps[0].kind):
+            logger.info("run created run_id=%s kind=%s app=%s secrets=%s requester=%s",
+                        run_id, kind, app, ",".join(secret_names), requester)
+            try:
+                await audit.append(
+                    self.services.sessions,
+                    audit.AuditEntry(event="run.requested", actor=requester, run_id=run_id, app=app,
+                                     secret=",".join(secret_names),
+                                     detail={"kind": kind, "reason": reason, "origin": origin}),
+                )
+            except SecretbotError:
+                await self._finish(run_id, position=0,
+                                   outcome=Failed("the audit log cannot be written; nothing was done"))
+                raise
 
-        view = await self.require_run(run_id)
-        if await self._notify(self.observer.run_created, view) is not True:
-            # A run that is shown nowhere cannot be approved or followed.
-            await self._finish(run_id, position=0, outcome=Failed(
-                "the run could not be posted for approval, so it was stopped before any change"))
-            return Started(await self.require_run(run_id))
+            view = await self.require_run(run_id)
+            if await self._notify(self.observer.run_created, view) is not True:
+                # A run that is shown nowhere cannot be approved or followed.
+                await self._finish(run_id, position=0, outcome=Failed(
+                    "the run could not be posted for approval, so it was stopped before any change"))
+                return Started(await self.require_run(run_id))
         self.spawn(self.advance(run_id), name=f"advance-{run_id}")
         return Started(view)
 
@@ -168,24 +191,35 @@ class Engine:
                 if view is None or view.finished:
                     return
                 position = view.current_step
-                if view.steps[position].status != "pending" or not await self._claim(run_id, position):
+                if view.steps[position].status != "pending":
+                    return
+                if self.gate is not None:
+                    refusal = await self.gate(view, position)
+                    if refusal is not None:
+                        await self._finish(run_id, position=position, actor=view.requester,
+                                           outcome=Failed(f"Cancelled: {refusal}"), counted_as=CANCELLED)
+                        return
+                if not await self._claim(run_id, position):
                     return
                 view = await self.require_run(run_id)
                 step_kind = self.runbooks[view.kind].steps[position]
                 ctx = self._context(view, position)
-                logger.info("step started run_id=%s step=%d kind=%s app=%s", run_id, position, step_kind.kind, view.app)
-                try:
-                    # No step runs unless its start is on the audit record.
-                    await ctx.audit("step.started", kind=step_kind.kind)
-                except SecretbotError as exc:
-                    logger.error("audit write failed; step not started run_id=%s step=%d error=%s", run_id, position, exc)
-                    await self._finish(run_id, position=position,
-                                       outcome=Failed("the audit log cannot be written, so the step was not started"))
-                    return
-                await self._notify(self.observer.step_changed, view, view.steps[position])
+                with self._log_context(view, position):
+                    logger.info("step started run_id=%s step=%d kind=%s app=%s",
+                                run_id, position, step_kind.kind, view.app)
+                    try:
+                        # No step runs unless its start is on the audit record.
+                        await ctx.audit("step.started", kind=step_kind.kind)
+                    except SecretbotError as exc:
+                        logger.error("audit write failed; step not started run_id=%s step=%d error=%s",
+                                     run_id, position, exc)
+                        await self._finish(run_id, position=position, outcome=Failed(
+                            "the audit log cannot be written, so the step was not started"))
+                        return
+                    await self._notify(self.observer.step_changed, view, view.steps[position])
 
-                outcome = await self._execute(step_kind, ctx)
-                await self._apply(run_id, position, outcome, actor=None)
+                    outcome = await self._execute(step_kind, ctx)
+                    await self._apply(run_id, position, outcome, actor=None)
                 if not isinstance(outcome, (Done, Skipped)):
                     return
 
@@ -227,6 +261,16 @@ class Engine:
 
         return StepContext(run=view, position=position, services=self.services, reporter=report)
 
+    def _log_context(self, view: RunView, position: int) -> contextlib.AbstractContextManager[RunContext]:
+        """Tag the log lines of the current task, deep helpers' included, with this run and step."""
+        return run_context(run_id=view.id, app=view.app, secrets=view.secret_names, step_position=position,
+                           step_kind=view.steps[position].kind)
+
+    def _observe_step(self, view: RunView, position: int) -> None:
+        step = view.steps[position]
+        if step.started_at is not None and step.finished_at is not None:
+            self.metrics.step_finished(step.kind, (step.finished_at - step.started_at).total_seconds())
+
     async def _apply(self, run_id: str, position: int, outcome: StepOutcome, *, actor: str | None) -> None:
         if isinstance(outcome, Failed):
             await self._finish(run_id, position=position, outcome=outcome, actor=actor)
@@ -261,14 +305,19 @@ class Engine:
         except SecretbotError:
             logger.exception("audit record for step %d of run %s could not be written", position, run_id)
         view = await self.require_run(run_id)
+        if not isinstance(outcome, Waiting):
+            self._observe_step(view, position)
         if view.finished:
+            self.metrics.run_finished(view.kind, view.status)
             await self.services.app_locks.release_run(run_id)
         await self._notify(self.observer.step_changed, view, view.steps[position])
         if view.finished:
             logger.info("run finished run_id=%s status=%s app=%s", run_id, view.status, view.app)
             await self._notify(self.observer.run_finished, view)
 
-    async def _finish(self, run_id: str, *, position: int, outcome: Failed, actor: str | None = None) -> None:
+    async def _finish(self, run_id: str, *, position: int, outcome: Failed, actor: str | None = None,
+                      counted_as: str | None = None) -> None:
+        """End the run as failed, denied or expired. `counted_as` replaces that outcome in the run metrics."""
         status = "failed"
         if outcome.denied:
             status = "denied"
@@ -283,31 +332,37 @@ class Engine:
 
         await self.services.app_locks.release_run(run_id)
         view = await self.require_run(run_id)
-        logger.info("run finished run_id=%s status=%s step=%d app=%s", run_id, status, position, view.app)
-        try:
-            await audit.append(
-                self.services.sessions,
-                audit.AuditEntry(event=f"run.{status}", actor=actor, run_id=run_id, app=view.app,
-                                 secret=",".join(view.secret_names), detail={"step": position, "reason": outcome.reason}),
-            )
-        except SecretbotError:
-            logger.exception("audit record for the end of run %s could not be written", run_id)
-        await self._notify(self.observer.step_changed, view, view.steps[position])
-        await self._notify(self.observer.run_finished, view)
+        self._observe_step(view, position)
+        self.metrics.run_finished(view.kind, counted_as or status)
+        with self._log_context(view, position):
+            logger.info("run finished run_id=%s status=%s step=%d app=%s", run_id, status, position, view.app)
+            try:
+                await audit.append(
+                    self.services.sessions,
+                    audit.AuditEntry(event=f"run.{status}", actor=actor, run_id=run_id, app=view.app,
+                                     secret=",".join(view.secret_names),
+                                     detail={"step": position, "reason": outcome.reason}),
+                )
+            except SecretbotError:
+                logger.exception("audit record for the end of run %s could not be written", run_id)
+            await self._notify(self.observer.step_changed, view, view.steps[position])
+            await self._notify(self.observer.run_finished, view)
 
     # ----------------------------------------------------------------- decisions
 
     async def submit(
-        self, *, run_id: str, position: int, action: str, user_id: str, values: Mapping[str, str] | None = None
+        self, *, run_id: str, position: int, action: str, user_id: str, values: Mapping[str, str] | None = None,
+        origin: str = SLACK_ORIGIN,
     ) -> SubmitResult:
         """Record a decision on a waiting step if the user is allowed to make it and no decision came first.
 
         The decision takes effect in the background, so a front end can respond at once.
+        `origin` is the front end submitting it, which must be the one that started the run.
         """
         await self.services.refresh_people()
         with self._tracked():
             return await self._submit(run_id=run_id, position=position, action=action, user_id=user_id,
-                                      values=values)
+                                      values=values, origin=origin)
 
     async def check_answer(self, *, run_id: str, position: int, user_id: str) -> tuple[RunView, StepKind] | Rejected:
         """Return the run and step kind if `user_id` may decide the waiting step, or the reason they may not."""
@@ -318,16 +373,22 @@ class Engine:
         step = view.steps[position]
         if view.finished or step.status != "waiting":
             return Rejected(f"this step is not waiting for input (it is {step.status})")
+        run_origin = await self._origin(run_id)
+        if run_origin != SLACK_ORIGIN:
+            return _started_elsewhere(run_id, run_origin)
         step_kind = self.runbooks[view.kind].steps[position]
         refusal = step_kind.authorize(self._context(view, position), StepDecision(action="", user_id=user_id))
         return Rejected(refusal) if refusal is not None else (view, step_kind)
 
     async def _submit(
-        self, *, run_id: str, position: int, action: str, user_id: str, values: Mapping[str, str] | None
+        self, *, run_id: str, position: int, action: str, user_id: str, values: Mapping[str, str] | None, origin: str
     ) -> SubmitResult:
         view = await self.get_run(run_id)
         if view is None:
             return Rejected(f"run {run_id} does not exist")
+        run_origin = await self._origin(run_id)
+        if run_origin != origin:
+            return _started_elsewhere(run_id, run_origin)
         if not 0 <= position < len(view.steps):
             return Rejected(f"run {run_id} has no step {position}")
 
@@ -344,9 +405,19 @@ class Engine:
         step_kind = self.runbooks[view.kind].steps[position]
         if action not in {known.name for known in step_kind.actions}:
             return Rejected(f"'{action}' is not an action of step '{step_kind.title}'")
-        decision = StepDecision(action=action, user_id=user_id, values=values)
+        with self._log_context(view, position):
+            return await self._decide(view, position, step_kind, StepDecision(action=action, user_id=user_id,
+                                                                               values=values),
+                                      trusted=origin == TERMINAL_ORIGIN)
+
+    async def _decide(self, view: RunView, position: int, step_kind: StepKind, decision: StepDecision, *,
+                      trusted: bool = False) -> SubmitResult:
+        run_id, user_id, action, values = view.id, decision.user_id, decision.action, decision.values
         ctx = self._context(view, position)
-        refusal = step_kind.authorize(ctx, decision)
+        # The step's checks name Slack users (approvers, the requester). At a terminal the person
+        # who started the run decides every step: holding the database and the Fly token is the
+        # authorization, and the run is on the audit record as started from a terminal.
+        refusal = None if trusted else step_kind.authorize(ctx, decision)
         if refusal is not None:
             logger.info("decision rejected run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
             return Rejected(refusal)
@@ -376,9 +447,10 @@ class Engine:
         view = await self.require_run(run_id)
         step_kind = self.runbooks[view.kind].steps[position]
         ctx = self._context(view, position)
-        await ctx.audit(f"step.{decision.action}", actor=decision.user_id)
-        outcome = await step_kind.decide(ctx, decision)
-        await self._apply(run_id, position, outcome, actor=decision.user_id)
+        with self._log_context(view, position):
+            await ctx.audit(f"step.{decision.action}", actor=decision.user_id)
+            outcome = await step_kind.decide(ctx, decision)
+            await self._apply(run_id, position, outcome, actor=decision.user_id)
         if isinstance(outcome, (Done, Skipped)):
             self.spawn(self.advance(run_id), name=f"advance-{run_id}")
 
@@ -425,6 +497,12 @@ class Engine:
         return AlreadyDecided(user_id=row.user_id, action=row.decision, decided_at=row.decided_at)
 
     # ----------------------------------------------------------------- reading runs
+
+    async def _origin(self, run_id: str) -> str:
+        """Return where a run was started; callers have checked that the run exists."""
+        async with self.services.sessions() as session:
+            origin = await session.scalar(select(Run.origin).where(Run.id == run_id))
+        return origin or SLACK_ORIGIN
 
     async def get_run(self, run_id: str) -> RunView | None:
         async with self.services.sessions() as session:
@@ -498,9 +576,12 @@ class Engine:
         timeout = self.services.policy.slack.approval_timeout
         cutoff = self.services.clock.now() - timedelta(seconds=timeout)
         async with self.services.sessions() as session:
+            # A terminal run waits for the person at its terminal, however long that takes.
             rows = (await session.execute(
                 select(Step.run_id, Step.position)
-                .where(Step.kind == "approval", Step.status == "waiting", Step.started_at < cutoff)
+                .join(Run, Run.id == Step.run_id)
+                .where(Step.kind == "approval", Step.status == "waiting", Step.started_at < cutoff,
+                       Run.origin == SLACK_ORIGIN)
             )).all()
 
         expired: list[str] = []
@@ -532,9 +613,14 @@ class Engine:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
     async def resume(self) -> int:
-        """Pick up runs that were in progress when the process stopped; return how many."""
+        """Pick up Slack runs that were in progress when the process stopped; return how many.
+
+        Terminal runs are left to the `secretbot run` process driving them. One whose process
+        died is ended with `secretbot run --abandon RUN_ID` once its lease has expired.
+        """
         async with self.services.sessions() as session:
-            runs = list(await session.scalars(select(Run).where(Run.status.in_(("pending", "running", "waiting")))))
+            runs = list(await session.scalars(select(Run).where(Run.status.in_(("pending", "running", "waiting")),
+                                                                Run.origin == SLACK_ORIGIN)))
         resumed = 0
         for run in runs:
             step = next((s for s in run.steps if s.position == run.current_step), None)
@@ -576,8 +662,9 @@ class Engine:
                 await _set_step(session, run_id, position, status="pending")
             await self.advance(run_id)
             return
-        outcome = await self._execute_settle(step_kind, self._context(view, position))
-        await self._apply(run_id, position, outcome, actor=None)
+        with self._log_context(view, position):
+            outcome = await self._execute_settle(step_kind, self._context(view, position))
+            await self._apply(run_id, position, outcome, actor=None)
         if isinstance(outcome, (Done, Skipped)):
             await self.advance(run_id)
 
@@ -608,10 +695,50 @@ class Engine:
             step = view.steps[view.current_step]
             if step.status == "running" and not force:
                 return Rejected(f"step '{step.title}' is running; wait for it to end, then cancel")
-            logger.info("run cancelled run_id=%s user=%s step=%d", run_id, user_id, view.current_step)
-            await self._finish(run_id, position=view.current_step, actor=user_id,
-                               outcome=Failed(f"Cancelled: {reason}"))
+            with self._log_context(view, view.current_step):
+                logger.info("run cancelled run_id=%s user=%s step=%d", run_id, user_id, view.current_step)
+                await self._finish(run_id, position=view.current_step, actor=user_id,
+                                   outcome=Failed(f"Cancelled: {reason}"), counted_as=CANCELLED)
             return Accepted(await self.require_run(run_id))
+
+    async def stop_settled(self, *, run_id: str, user_id: str, cause: str) -> RunView:
+        """End an open run as cancelled, first reading what its running step did, if one was running.
+
+        For a terminal run that is stopped by a signal, or abandoned after its process died.
+        The caller has stopped the task running the step (or the process running it is
+        gone). A step that may have changed the app is settled as after a restart: a Fly
+        update reads Fly's digests. When the step turns out to have finished, it is recorded
+        as done and the run ends before the next step; the app lock is released either way.
+        `cause` starts the sentences that explain the end, e.g. "the run was stopped by SIGTERM".
+        """
+        view = await self.require_run(run_id)
+        if view.finished:
+            return view
+        position = view.current_step
+        step = view.steps[position]
+        step_kind = self.runbooks[view.kind].steps[position]
+        with self._log_context(view, position):
+            if step.status == "running" and not step_kind.restartable:
+                outcome = await self._execute_settle(step_kind, self._context(view, position), cause=cause)
+                logger.info("stopped step settled run_id=%s step=%d outcome=%s", run_id, position,
+                            type(outcome).__name__)
+                if isinstance(outcome, (Done, Skipped)) and position < len(view.steps) - 1:
+                    await self._apply(run_id, position, outcome, actor=None)
+                    next_title = view.steps[position + 1].title
+                    await self._finish(run_id, position=position + 1, actor=user_id, counted_as=CANCELLED,
+                                       outcome=Failed(f"Cancelled: {cause}; step '{step.title}' had finished "
+                                                      f"(Fly reports the change), and the run stopped before "
+                                                      f"'{next_title}'"))
+                    return await self.require_run(run_id)
+                if isinstance(outcome, Failed):
+                    await self._finish(run_id, position=position, actor=user_id, counted_as=CANCELLED,
+                                       outcome=Failed(f"Cancelled: {outcome.reason}"))
+                    return await self.require_run(run_id)
+            where = "while step '{}' was running" if step.status == "running" else "at step '{}'"
+            reason = f"{cause} {where.format(step.title)}"
+            await self._finish(run_id, position=position, actor=user_id, counted_as=CANCELLED,
+                               outcome=Failed(f"Cancelled: {reason}"))
+        return await self.require_run(run_id)
 
     @contextlib.contextmanager
     def _tracked(self) -> Iterator[None]:
@@ -632,6 +759,11 @@ class Engine:
         except Exception:
             logger.exception("observer %s failed", getattr(method, "__name__", method))
             return None
+
+
+def _started_elsewhere(run_id: str, origin: str) -> Rejected:
+    place = _ORIGIN_PLACES.get(origin, f"from {origin}")
+    return Rejected(f"run {run_id} was started {place}, so its steps are decided there")
 
 
 class _StepMoved(Exception):

@@ -29,7 +29,7 @@ class Approval(StepKind):
 
     def approvals_needed(self, run: RunView, policy: Policy) -> int:
         """Return 2 for a run on a high-priority secret when the policy requires two approvers, else 1."""
-        high = any(policy.priority_of(name) is Priority.HIGH for name in run.secret_names)
+        high = any(_priority(policy, run.app, name) is Priority.HIGH for name in run.secret_names)
         return 2 if policy.slack.two_approvers_for_high and high else 1
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
@@ -102,3 +102,9 @@ def _duration_text(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
+
+
+def _priority(policy: Policy, app: str, name: str) -> Priority:
+    """Return a secret's priority, counting the one chosen when it was added; the default for any other name."""
+    secret = policy.secret_for(app, name)
+    return secret.priority if secret is not None else policy.inventory.default_priority

@@ -24,11 +24,8 @@ class ExternalUpdate(RequesterOrApproverStep):
     async def execute(self, ctx: StepContext) -> StepOutcome:
         # A provider-issued value already lives at its provider, whose instructions were
         # shown when it was entered. Only a value the bot made must be copied elsewhere.
-        todo = [
-            ctx.policy.secrets[name]
-            for name in ctx.run.secret_names
-            if ctx.policy.secrets[name].external is not None and ctx.policy.secrets[name].source is Source.GENERATED
-        ]
+        policies = [ctx.secret_policy(name) for name in ctx.run.secret_names]
+        todo = [policy for policy in policies if policy.external is not None and policy.source is Source.GENERATED]
         if not todo:
             return Skipped("Not applicable: no external system needs the value the bot made.")
         lines = []

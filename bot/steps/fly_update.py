@@ -15,6 +15,11 @@ logger = logging.getLogger(__name__)
 # Lines of flyctl's rollout transcript shown in the thread; the whole output goes to the log.
 TRANSCRIPT_LINES = 12
 
+# The digest recorded for a secret that Fly did not list: before an import of a new name,
+# or after an unset. It differs from None, which means the digests were never read, so a
+# settle after a restart can tell that flyctl may have run.
+NOT_LISTED = ""
+
 
 class UpdateFlySecrets(StepKind):
     kind = "fly_update"
@@ -62,7 +67,7 @@ class UpdateFlySecrets(StepKind):
         if problem is not None:
             return Failed(problem)
         before = await ctx.fly_digests()
-        await ctx.record_digests(before={name: before.get(name) for name in names})
+        await ctx.record_digests(before={name: before.get(name, NOT_LISTED) for name in names})
         await ctx.audit("fly.import.started", digests_before={name: before.get(name) for name in names})
         await ctx.report(
             f"Running `flyctl secrets import -a {app}` for {', '.join(names)} "
@@ -144,7 +149,7 @@ class UpdateFlySecrets(StepKind):
         if after is None:
             return await super().settle(ctx, cause=cause)
         names = list(ctx.run.secret_names)
-        changed = [name for name in names if after.get(name) != before[name]]
+        changed = [name for name in names if after.get(name, NOT_LISTED) != before[name]]
         await ctx.record_digests(after={name: after.get(name) for name in names})
         await ctx.audit("fly.import.settled", changed=changed)
         # NOTE: a flyctl left running by a killed bot may still store the value after

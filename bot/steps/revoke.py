@@ -22,7 +22,7 @@ class RevokeAtSource(RequesterOrApproverStep):
     rejection = "Only the requester or an approver can confirm the revocation."
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
-        policies = [ctx.policy.secrets[name] for name in ctx.run.secret_names]
+        policies = [ctx.secret_policy(name) for name in ctx.run.secret_names]
         generated = [policy.name for policy in policies if policy.source is Source.GENERATED]
         provided = [policy for policy in policies if policy.source is Source.PROVIDER]
         generated_note = (

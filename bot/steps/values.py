@@ -63,15 +63,16 @@ class NewValues(RequesterOrApproverStep):
     def inputs(self, run: RunView, policy: Policy) -> tuple[ValueInput, ...]:
         inputs = []
         for name in run.secret_names:
-            secret = policy.secrets[name]
-            if secret.source is Source.PROVIDER:
+            secret = policy.secret_for(run.app, name)
+            # A secret with no policy is reported by execute(), which runs before any form opens.
+            if secret is not None and secret.source is Source.PROVIDER:
                 hint = " ".join(part for part in (f"From {secret.external}." if secret.external else None,
                                                   secret.instructions) if part)
                 inputs.append(ValueInput(name=name, hint=hint or None))
         return tuple(inputs)
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
-        policies = [ctx.policy.secrets[name] for name in ctx.run.secret_names]
+        policies = [ctx.secret_policy(name) for name in ctx.run.secret_names]
         unreadable = [
             policy.name
             for policy in policies
@@ -117,7 +118,7 @@ class NewValues(RequesterOrApproverStep):
         values = decision.values or {}
         problems: dict[str, str] = {}
         for item in self.inputs(ctx.run, ctx.policy):
-            problem = check_entered_value(ctx.policy.secrets[item.name], values.get(item.name, ""))
+            problem = check_entered_value(ctx.secret_policy(item.name), values.get(item.name, ""))
             if problem is not None:
                 problems[item.name] = problem
         return problems

@@ -71,6 +71,9 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Refreshed by the `secretbot run` process driving a terminal run while it lives, so a
+    # run whose process died can be told from one whose operator is thinking.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     secrets: Mapped[list[RunSecret]] = relationship(
         back_populates="run", order_by="RunSecret.position", lazy="selectin"
@@ -106,6 +109,12 @@ class RunSecret(Base):
     open: Mapped[bool | None] = mapped_column(Boolean, default=True)
     digest_before: Mapped[str | None] = mapped_column(String(128))
     digest_after: Mapped[str | None] = mapped_column(String(128))
+    # The policy a person chose for a secret that an add run creates (priority high, medium
+    # or low, value_source generated or provider); NULL when secretbot.toml sets it.
+    priority: Mapped[str | None] = mapped_column(String(16))
+    value_source: Mapped[str | None] = mapped_column(String(16))
+    # The backup version an unset run keeps for a later restore, or that a restore run sets.
+    backup_version: Mapped[int | None] = mapped_column(Integer)
 
     run: Mapped[Run] = relationship(back_populates="secrets")
 
@@ -252,6 +261,10 @@ class InventorySecret(Base):
     snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     snoozed_by: Mapped[str | None] = mapped_column(String(64))
     snooze_reason: Mapped[str | None] = mapped_column(Text)
+    # The policy chosen when secretbot added the secret (`/secret add`). A [secrets.NAME]
+    # table in secretbot.toml takes precedence; NULL uses inventory.default_priority.
+    priority: Mapped[str | None] = mapped_column(String(16))
+    value_source: Mapped[str | None] = mapped_column(String(16))
 
 
 class ReminderPost(Base):
@@ -303,3 +316,55 @@ class InventoryApp(Base):
 
     app: Mapped[str] = mapped_column(String(64), primary_key=True)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SummaryPost(Base):
+    """The Slack summary of a run started from a terminal, queued until one process posts it.
+
+    The terminal posts it when the run ends if Slack is reachable. Otherwise a `secretbot serve`
+    process or the next terminal run does. A process claims the row with a conditional
+    update before posting, so only one of them posts it.
+    """
+
+    __tablename__ = "summary_posts"
+    __table_args__ = (UniqueConstraint("run_id", name="uq_summary_posts_run"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(64))
+    # The summary as JSON (bot.summaries.RunSummary): names, statuses and digests, never a value.
+    body: Mapped[str] = mapped_column(Text)
+    # queued | posting | posted
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Host and process ID of the process posting it, and since when.
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+
+
+class AutoRotation(Base):
+    """A rotation the bot opened by itself for a secret with `auto_rotate`, one per due date.
+
+    The unique key is the claim: of several processes, or of one restarted, only the first
+    insert for a secret's due date opens a run. A run that has ended still counts, so a
+    denied or failed automatic rotation is not opened again for the same due date.
+    """
+
+    __tablename__ = "auto_rotations"
+    __table_args__ = (UniqueConstraint("app", "name", "due_at", name="uq_auto_rotations_app_name_due"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    # The due time in ISO 8601 (UTC): text, so equality does not depend on a driver's precision.
+    due_at: Mapped[str] = mapped_column(String(40))
+    claimed_by: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The run opened for this claim; NULL when none could be opened (see `outcome`).
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    # opened | already_open (a run was open for the secret) | rejected
+    outcome: Mapped[str | None] = mapped_column(String(16))

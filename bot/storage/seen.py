@@ -1,21 +1,40 @@
-"""A record of Slack requests already handled, kept in the database so it survives restarts
-and is shared by every bot process on the same database.
+"""A record of Slack requests already handled (the replay ledger), kept on disk so it survives
+restarts and is shared by every bot process on the same database.
 
 Slack retries an Events API delivery that was not acknowledged within 3 seconds up to
 three times (at once, after 1 minute and after 5 minutes), each with a new timestamp and
 signature but the same `event_id`. A replayed request, by contrast, repeats the exact
 signature within the 5-minute timestamp window.
+
+Where the keys live:
+
+- With a SQLite database file, in a SQLite file of their own beside it, named after it
+  (`secretbot.db` keeps them in `secretbot.seen-requests.db`). Every request is recorded
+  before it is acknowledged, and SQLite has one writer per file: in the main file that
+  write queued behind the transactions of runs started by earlier requests (audit
+  records, steps), which made acknowledgements under load take seconds. Processes that
+  share the database file share this file too.
+- With PostgreSQL, or an in-memory SQLite database, in the `seen_requests` table of the
+  database itself. PostgreSQL inserts of different keys do not wait for each other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock, SystemClock
@@ -29,68 +48,210 @@ KEEP_FOR = timedelta(hours=1)
 # Old keys are deleted on every this-many-th insert, which keeps the table small without
 # a delete on every request.
 PRUNE_EVERY = 200
+# Added to the SQLite database file's stem for the ledger file: secretbot.db -> secretbot.seen-requests.db.
+LEDGER_FILE_INFIX = ".seen-requests"
+# Another process may hold the ledger file's write lock for one short insert; wait as long as for the main file.
+LEDGER_BUSY_TIMEOUT_SECONDS = 10.0
+# SQLite accepts 32,766 bound parameters per statement; two per key, so a burst is written in slices.
+MAX_KEYS_PER_INSERT = 1000
+
+
+class _KeyStore(Protocol):
+    async def insert(self, keys: list[str], *, now: datetime, prune_before: datetime | None) -> set[str]:
+        """Insert the keys not recorded yet and return those; first delete keys older than `prune_before`."""
+        ...
 
 
 class SeenRequests:
-    """Records request keys in the database, in one transaction for all requests that arrive together.
+    """Records request keys, in one transaction for all requests that arrive together.
 
-    Every Slack request is recorded here before it is acknowledged. A transaction per
-    request made concurrent requests queue for SQLite's single writer, whose busy handler
-    sleeps 1, 2, 5, 10 ... up to 100 ms between tries, so a burst of 200 clicks took
-    seconds to acknowledge. Keys that arrive while a write is in progress wait for the
-    next write and share it (group commit).
+    A transaction per request made concurrent requests queue for SQLite's single writer,
+    whose busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries, so a burst of 200
+    clicks took seconds to acknowledge. Keys that arrive while a write is in progress wait
+    for the next write and share it (group commit).
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, clock: Clock | None = None) -> None:
         self.sessions = sessions
         self.clock = clock or SystemClock()
         self._inserts = 0
-        self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
+        self._waiting: list[tuple[tuple[str, ...], asyncio.Future[list[bool]]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._store: _KeyStore | None = None
 
     async def first_time(self, key: str) -> bool:
         """Record `key`; return False if it was recorded before (by this or another process).
 
         Raises the database's error (SQLAlchemyError) when the write fails.
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((key, future))
+        return (await self.first_times((key,)))[0]
+
+    async def first_times(self, keys: Sequence[str]) -> list[bool]:
+        """Record several keys of one request in one write; return for each whether it is new.
+
+        Raises the database's error (SQLAlchemyError) when the write fails.
+        """
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((tuple(keys), future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_waiting(), name="seen-requests-writer")
         return await future
 
+    def ledger_file(self) -> Path | None:
+        """Return the SQLite file the keys are written to, or None when they are in the database itself."""
+        bind = self.sessions.kw.get("bind")
+        return ledger_file_for(bind.url) if bind is not None else None
+
     async def _write_waiting(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
+            keys = list(dict.fromkeys(key for request_keys, _ in batch for key in request_keys))
             try:
-                inserted = await self._insert(list(dict.fromkeys(key for key, _ in batch)))
+                inserted = await self._insert(keys)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which reports it
-                for _key, future in batch:
+                for _keys, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             claimed: set[str] = set()
-            for key, future in batch:
+            for request_keys, future in batch:
                 # The same key twice in one batch (a replay sent at once): only the first is new.
-                first = key in inserted and key not in claimed
-                claimed.add(key)
+                firsts = [key in inserted and key not in claimed for key in request_keys]
+                claimed.update(request_keys)
                 if not future.done():
-                    future.set_result(first)
+                    future.set_result(firsts)
 
     async def _insert(self, keys: list[str]) -> set[str]:
-        """Insert the keys that are not recorded yet and return those."""
         now = self.clock.now()
+        before, self._inserts = self._inserts, self._inserts + len(keys)
+        prune_before = now - KEEP_FOR if self._inserts // PRUNE_EVERY > before // PRUNE_EVERY else None
+        if self._store is None:
+            self._store = await self._open_store(now)
+        return await self._store.insert(keys, now=now, prune_before=prune_before)
+
+    async def _open_store(self, now: datetime) -> _KeyStore:
+        path = self.ledger_file()
+        if path is None:
+            logger.info("replay ledger opened in the database's seen_requests table")
+            return _DatabaseTable(self.sessions)
+
+        # Before the ledger file, SQLite databases kept the keys in their seen_requests table.
+        # Keys from the last hour are carried over, so that a request seen just before an
+        # upgrade is still recognised after it.
+        async with self.sessions() as session:
+            recent = (await session.execute(select(SeenRequest.key, SeenRequest.seen_at)
+                                            .where(SeenRequest.seen_at >= now - KEEP_FOR))).all()
+        ledger = _LedgerFile(path)
+        await ledger.carry_over([(key, seen_at.timestamp()) for key, seen_at in recent])
+        logger.info("replay ledger opened file=%s carried_over=%d", path, len(recent))
+        return ledger
+
+
+def ledger_file_for(url: URL) -> Path | None:
+    """Return the ledger file for a database URL: beside a SQLite database file, None for any other database."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    database = Path(url.database or "")
+    return database.with_name(f"{database.stem}{LEDGER_FILE_INFIX}{database.suffix}")
+
+
+class _DatabaseTable:
+    """The keys in the database's own `seen_requests` table, written with SQLAlchemy."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def insert(self, keys: list[str], *, now: datetime, prune_before: datetime | None) -> set[str]:
         async with self.sessions.begin() as session:
+            if prune_before is not None:
+                result = await session.execute(delete(SeenRequest).where(SeenRequest.seen_at < prune_before))
+                logger.debug("pruned seen requests rows=%d", result.rowcount)  # type: ignore[attr-defined]
             dialect = session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
             # A Core statement: the ORM's unit of work costs more than the insert itself here.
             statement = (insert(SeenRequest).values([{"key": key, "seen_at": now} for key in keys])
                          .on_conflict_do_nothing().returning(SeenRequest.key))
-            inserted = set((await session.execute(statement)).scalars())
+            return set((await session.execute(statement)).scalars())
 
-        before, self._inserts = self._inserts, self._inserts + len(inserted)
-        if self._inserts // PRUNE_EVERY > before // PRUNE_EVERY:
-            async with self.sessions.begin() as session:
-                result = await session.execute(delete(SeenRequest).where(SeenRequest.seen_at < now - KEEP_FOR))
-            logger.debug("pruned seen requests rows=%d", result.rowcount)  # type: ignore[attr-defined]
-        return inserted
+
+class _LedgerFile:
+    """The keys in a SQLite file of their own, written by one worker thread with Python's sqlite3 module.
+
+    One thread and one connection are enough, because every write is a group commit of
+    whatever arrived meanwhile. The worker is a ThreadPoolExecutor thread, which Python
+    stops when it exits, so the ledger needs no shutdown call.
+    """
+
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS seen_requests (key TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ix_seen_requests_seen_at ON seen_requests (seen_at)",
+    )
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seen-requests")
+        self._connection: sqlite3.Connection | None = None
+
+    async def insert(self, keys: list[str], *, now: datetime, prune_before: datetime | None) -> set[str]:
+        cutoff = prune_before.timestamp() if prune_before is not None else None
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._insert, keys, now.timestamp(),
+                                                                cutoff)
+
+    async def carry_over(self, keys: list[tuple[str, float]]) -> None:
+        """Add keys with the times they were first seen, leaving keys already in the file as they are."""
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._carry_over, keys)
+
+    def _carry_over(self, keys: list[tuple[str, float]]) -> None:
+        statement = "INSERT INTO seen_requests (key, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+        try:
+            connection = self._connection or self._open()
+            with connection:
+                connection.executemany(statement, keys)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+
+    def _insert(self, keys: list[str], seen_at: float, prune_before: float | None) -> set[str]:
+        statement = ""
+        try:
+            connection = self._connection or self._open()
+            inserted: set[str] = set()
+            with connection:
+                if prune_before is not None:
+                    statement = "DELETE FROM seen_requests WHERE seen_at < ?"
+                    pruned = connection.execute(statement, (prune_before,)).rowcount
+                    logger.debug("pruned seen requests rows=%d", pruned)
+                for start in range(0, len(keys), MAX_KEYS_PER_INSERT):
+                    part = keys[start:start + MAX_KEYS_PER_INSERT]
+                    statement = ("INSERT INTO seen_requests (key, seen_at) VALUES "
+                                 + ", ".join(["(?, ?)"] * len(part)) + " ON CONFLICT DO NOTHING RETURNING key")
+                    parameters = [value for key in part for value in (key, seen_at)]
+                    inserted.update(row[0] for row in connection.execute(statement, parameters))
+            return inserted
+        except sqlite3.Error as exc:
+            # The callers catch SQLAlchemy's errors, as raised for the database's own table, so
+            # sqlite3's error is wrapped the way SQLAlchemy wraps a driver's error.
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=LEDGER_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+        deadline = time.monotonic() + LEDGER_BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                # WAL, as for the main file: a commit appends to the log instead of rewriting pages.
+                connection.execute("PRAGMA journal_mode=WAL")
+                with connection:
+                    for statement in self._SCHEMA:
+                        connection.execute(statement)
+                break
+            except sqlite3.OperationalError as exc:
+                # Connections that open a new ledger file at once race to switch it to WAL, and
+                # SQLite can report "database is locked" to a loser instead of waiting.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    connection.close()
+                    raise
+                time.sleep(0.05)
+            except sqlite3.Error:
+                connection.close()
+                raise
+        self._connection = connection
+        return connection

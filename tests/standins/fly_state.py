@@ -32,11 +32,18 @@ class FlyState:
         self.path = str(path)
         store.create_if_missing(self.path)
 
-    def env(self, *, log_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
-        """Return the environment variables that point the stand-in at this state and log."""
+    def env(self, *, log_path: str | os.PathLike[str] | None = None,
+            stdin_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+        """Return the environment variables that point the stand-in at this state and log.
+
+        With `stdin_dir`, each run's standard input is kept in a file in that folder; the
+        log names it as `stdin_file` (see `stdin_of`). Those files hold values.
+        """
         variables = {"FLYCTL_STANDIN_STATE": self.path}
         if log_path is not None:
             variables["FLYCTL_STANDIN_LOG"] = str(log_path)
+        if stdin_dir is not None:
+            variables["FLYCTL_STANDIN_STDIN_DIR"] = str(stdin_dir)
         return variables
 
     def _read(self) -> store.State:
@@ -212,6 +219,23 @@ class FlyState:
     def machine_ids(self, app: str) -> list[str]:
         """Return the app's machine IDs, sorted as rollouts visit them."""
         return [machine["id"] for machine in self.machines(app)]
+
+    @staticmethod
+    def stdin_of(invocation: dict[str, Any], stdin_dir: str | os.PathLike[str]) -> bytes | None:
+        """Return the exact bytes a logged run read from standard input, or None if none were kept."""
+        name = invocation.get("stdin_file")
+        if not name:
+            return None
+        with open(os.path.join(stdin_dir, name), "rb") as file:
+            return file.read()
+
+    def add_log_line(self, app: str, message: str, *, machine: int | str = 0, level: str = "info") -> None:
+        """Append a line to the app's log as `flyctl logs` shows it, from a machine (index or ID)."""
+        with store.locked(self.path) as state:
+            record = self._app(state, app)
+            machines = model.active_machines(record)
+            chosen = machines[machine] if isinstance(machine, int) else model.find_machine(record, machine)
+            model.append_log(state, record, chosen, message, level=level)
 
     @staticmethod
     def invocations(log_path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -117,6 +117,8 @@ class SlackStandin:
         self._faults: dict[str, list[_Fault]] = {}
         self._revoked_error: str | None = None
         self._server: _ServerHandle | None = None
+        # (app-level token, URL factory) once enable_socket_mode was called.
+        self._socket_mode: tuple[str, Callable[[], str]] | None = None
 
         for user_id in users:
             self.add_user(user_id)
@@ -254,6 +256,39 @@ class SlackStandin:
     def set_token_revoked(self, revoked: bool = True, *, error: str = "invalid_auth") -> None:
         """Fail every call with `error` while `revoked` is true, as after an uninstall."""
         self._revoked_error = error if revoked else None
+
+    # Socket Mode
+
+    def enable_socket_mode(self, *, app_token: str, issue_url: Callable[[], str]) -> None:
+        """Serve apps.connections.open for `app_token`, with a WebSocket URL from `issue_url`.
+
+        apps.connections.open takes the app-level token (xapp-), not the bot token, so it
+        is handled before the bot token check that every other method gets.
+        """
+        self._socket_mode = (app_token, issue_url)
+
+    def _open_connection(self, headers: Mapping[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Return the response to apps.connections.open: a new URL for the app-level token, or an error code.
+
+        NOTE: not_allowed_token_type for a token of another kind is the code the Web API
+        uses for a wrong token type in general; this method's own error list was not checked.
+        """
+        if self._socket_mode is None:
+            return 200, {"ok": False, "error": "unknown_method", "req_method": "apps.connections.open"}, {}
+        app_token, issue_url = self._socket_mode
+        authorization = headers.get("Authorization", "")
+        token = authorization[len("Bearer ") :].strip() if authorization.startswith("Bearer ") else ""
+        if not token:
+            return 200, {"ok": False, "error": "not_authed"}, {}
+        if not token.startswith("xapp-"):
+            return 200, {"ok": False, "error": "not_allowed_token_type"}, {}
+        if token != app_token:
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        fault = self._take_fault("apps.connections.open")
+        if fault is not None:
+            fault_headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            return fault.status, {"ok": False, "error": fault.error}, fault_headers
+        return 200, {"ok": True, "url": issue_url()}, {}
 
     # IDs that Slack puts into payloads
 
@@ -408,6 +443,8 @@ class SlackStandin:
     def _dispatch(
         self, method: str, args: dict[str, Any], headers: Mapping[str, str]
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if method == "apps.connections.open":
+            return self._open_connection(headers)
         authorization = headers.get("Authorization", "")
         if not authorization.startswith("Bearer ") or not authorization[len("Bearer ") :].strip():
             return 200, {"ok": False, "error": "not_authed"}, {}

@@ -23,6 +23,10 @@ from .store import StateFileError
 
 STATE_ENV = "FLYCTL_STANDIN_STATE"
 LOG_ENV = "FLYCTL_STANDIN_LOG"
+# A folder that receives the standard input of each run in a file of its own, named in the
+# log as `stdin_file`. The log itself never holds input, so tests that search it for values
+# keep working; only a test that sets this variable gets files that contain values.
+STDIN_DIR_ENV = "FLYCTL_STANDIN_STDIN_DIR"
 
 OOPS = "Oops, something went wrong! Could you try that again?"
 
@@ -269,11 +273,21 @@ def caller_environment() -> dict[str, str]:
     return env
 
 
+def save_stdin(directory: str, data: bytes) -> str:
+    """Write one run's standard input to a new file in `directory` (mode 0600) and return its name."""
+    name = f"{time.time_ns()}-{os.getpid()}.stdin"
+    descriptor = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    return name
+
+
 def main(argv: list[str]) -> int:
     """Run the stand-in and log the invocation: argv, cwd, env names, stdin size, exit code.
 
     The log records names of environment variables but never their values, and the
-    number of stdin bytes read but never their content.
+    number of stdin bytes read but never their content. With FLYCTL_STANDIN_STDIN_DIR set,
+    the content goes to a file of its own in that folder.
     """
     started = time.time()
     for stream in (sys.stdout, sys.stderr):
@@ -296,16 +310,17 @@ def main(argv: list[str]) -> int:
                 cwd = os.getcwd()
             except OSError:
                 cwd = ""
-            append_invocation_log(
-                log_path,
-                {
-                    "argv": argv,
-                    "cwd": cwd,
-                    "env_keys": sorted(env),
-                    "stdin_bytes": stdin.bytes_read,
-                    "exit_code": exit_code,
-                    "started": started,
-                    "ended": time.time(),
-                },
-            )
+            record: dict[str, object] = {
+                "argv": argv,
+                "cwd": cwd,
+                "env_keys": sorted(env),
+                "stdin_bytes": stdin.bytes_read,
+                "exit_code": exit_code,
+                "started": started,
+                "ended": time.time(),
+            }
+            stdin_dir = env.get(STDIN_DIR_ENV, "")
+            if stdin_dir and stdin.bytes_read:
+                record["stdin_file"] = save_stdin(stdin_dir, stdin.data)
+            append_invocation_log(log_path, record)
     return exit_code

@@ -23,7 +23,8 @@ def run_apps_restart(invocation: Invocation) -> None:
     """`apps restart APP`: restart started machines one by one without a new release.
 
     Machines keep their release and secrets version, because a restart is not
-    documented to apply staged secrets.
+    documented to apply staged secrets. A restarted machine's checks pass again, as
+    when the app had hung, unless a `health_timeout` failure is injected.
     """
     app = session.lookup_app_graphql(invocation)
     if invocation.failure == "exit1_before_store":
@@ -72,6 +73,8 @@ def _record_restart(invocation: Invocation, machine_id: str) -> None:
         model.append_log(state, app, machine, "Machine restarted", provider="runner")
         if invocation.failure == "health_timeout":
             model.set_checks(state, machine, status="critical", output="context deadline exceeded")
+        else:
+            model.set_checks(state, machine, status="passing", output="200 OK")
 
 
 def run_deploy(invocation: Invocation) -> None:

@@ -54,10 +54,15 @@ def signals_deferred() -> Iterator[None]:
 
 
 class StdinReader:
-    """Reads file descriptor 0 directly and counts the bytes taken, for the invocation log."""
+    """Reads file descriptor 0 directly and counts the bytes taken, for the invocation log.
+
+    The bytes themselves are kept in `data` too, and written out only when a test asks for
+    them with FLYCTL_STANDIN_STDIN_DIR.
+    """
 
     def __init__(self) -> None:
         self.bytes_read = 0
+        self.data = b""
 
     def is_char_device(self) -> bool:
         """Report whether stdin is a terminal or other character device, or is closed.
@@ -86,7 +91,9 @@ class StdinReader:
             chunks.append(chunk)
             total += len(chunk)
         self.bytes_read += total
-        return b"".join(chunks)
+        taken = b"".join(chunks)
+        self.data += taken
+        return taken
 
 
 class Invocation:
