@@ -67,7 +67,7 @@ def py_spy(pid: int, output: Path | None) -> Iterator[None]:
         return
     executable = shutil.which("py-spy") or str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy")
     recorder = subprocess.Popen([executable, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-                                 "--threads", "--idle", "--output", str(output)],
+                                 "--threads", "--idle", "--nonblocking", "--output", str(output)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield
