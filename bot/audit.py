@@ -6,9 +6,11 @@ changed or deleted record breaks every hash after it. Details hold digests and I
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +27,16 @@ logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # Two writers that read the same last record collide on the unique prev_hash; the loser
-# reads again and retries. More collisions than this in a row means something is wrong.
+# reads again and retries. Within one process appends take turns (see _append_lock), so
+# collisions come only from another process. More than this in a row means something is wrong.
 MAX_APPEND_ATTEMPTS = 20
+
+# One lock per session factory and event loop. Without it, fifty steps finishing at once in
+# one process all read the same last record, all but one lose, and a step could exhaust its
+# retries while its own process kept winning the race against it.
+_append_locks: weakref.WeakKeyDictionary[
+    async_sessionmaker[AsyncSession], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+] = weakref.WeakKeyDictionary()
 # Records read per query by verify_chain.
 VERIFY_BATCH_SIZE = 1000
 
@@ -62,7 +72,7 @@ async def append(sessions: async_sessionmaker[AsyncSession], entry: AuditEntry) 
     """Append one record in its own transaction; raise StorageError if it cannot be written."""
     for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
         try:
-            async with sessions.begin() as session:
+            async with _append_lock(sessions), sessions.begin() as session:
                 return await _append_in(session, entry)
         except IntegrityError:
             logger.info("audit append raced another writer; retrying attempt=%d event=%s", attempt, entry.event)
@@ -83,7 +93,7 @@ async def append_with(
     """
     for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
         try:
-            async with sessions.begin() as session:
+            async with _append_lock(sessions), sessions.begin() as session:
                 if change is not None:
                     await change(session)
                 for entry in entries:
@@ -95,6 +105,22 @@ async def append_with(
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot write audit records: {type(exc).__name__}") from exc
     raise StorageError(f"could not append audit records after {MAX_APPEND_ATTEMPTS} attempts")
+
+
+def _append_lock(sessions: async_sessionmaker[AsyncSession]) -> asyncio.Lock:
+    """Return the lock that makes this process's appends through `sessions` take turns.
+
+    An asyncio lock belongs to the event loop that first waits on it, and one process can
+    run more than one loop (each asyncio.run makes a new one), so each loop gets its own.
+    """
+    by_loop = _append_locks.get(sessions)
+    if by_loop is None:
+        by_loop = _append_locks[sessions] = weakref.WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    lock = by_loop.get(loop)
+    if lock is None:
+        lock = by_loop[loop] = asyncio.Lock()
+    return lock
 
 
 async def _append_in(session: AsyncSession, entry: AuditEntry) -> AuditRecord:

@@ -43,6 +43,7 @@ from handlers.reminder_views import reminder_text
 from handlers.slack_app import SingleWorkspaceAuthorizer, SlackDirectory, create_app, create_client
 from handlers.socket_mode import SocketModeReceiver
 from handlers.summary_poster import SlackSummaryPoster, terminal_client
+from handlers.turns import after_ack_turns
 from runbooks import RUNBOOKS
 
 logger = logging.getLogger(__name__)
@@ -254,7 +255,11 @@ async def serve(settings: Settings) -> None:
     if bot.socket_mode is not None:
         await bot.socket_mode.stop()
     await site.stop()
-    await bot.engine.drain(SHUTDOWN_GRACE_SECONDS)
+    # Requests acknowledged just before the signal may still wait for their turn; their work
+    # (a run row, a decision) must happen before the engine's own work is waited for.
+    started = loop.time()
+    await after_ack_turns.drain(SHUTDOWN_GRACE_SECONDS)
+    await bot.engine.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))
     await runner.cleanup()
     with suppress(Exception):
         await bot.database.dispose()

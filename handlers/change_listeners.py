@@ -8,7 +8,6 @@ step, because it can change between the command and the run.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from handlers import add_form, messages
 from handlers.command_text import RotateCommand, SecretChangeCommand
 from handlers.inventory_listeners import Reply, StartRotation
 from handlers.observer import SLACK_FAILURES, SlackObserver
-from handlers.payloads import user_id_of
+from handlers.payloads import modal_submission, user_id_of
+from handlers.turns import after_ack_turns
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +79,13 @@ class ChangeCommands:
     async def form_submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         """Pass the add form's choices and value to the engine, and show any problem inline in the form."""
         user_id = user_id_of(body)
-        try:
-            metadata = json.loads(str(view.get("private_metadata", "")))
-            run_id, position = str(metadata["run_id"]), int(metadata["position"])
-        except (ValueError, KeyError, TypeError):
+        submission = modal_submission(view)
+        if submission is None:
             logger.warning("ignored an add form with malformed metadata")
             await ack()
             return
-        state = view.get("state")
-        state_values = state.get("values") if isinstance(state, dict) else None
-        values = add_form.submitted_values(state_values if isinstance(state_values, dict) else {})
+        run_id, position = submission.run_id, submission.position
+        values = add_form.submitted_values(submission.state_values)
         run = await self.engine.get_run(run_id)
         if not isinstance(user_id, str) or run is None:
             await ack()
@@ -168,7 +165,7 @@ class ChangeCommands:
 
     async def _refusal(self, run: RunView, user_id: str) -> str | None:
         """Return why `user_id` may not restore, or None: the unset's requester or an approver, and an operator."""
-        approvers = (await self.engine.services.refresh_people()).slack.approvers
+        approvers = (await self.engine.services.resolve_people()).slack.approvers
         if user_id not in (run.requester, *approvers):
             return ("only the requester of the unset or an approver can restore it; the restore then waits for "
                     "an approver, as a rotation does")
@@ -199,11 +196,13 @@ def _backup_step(run: RunView) -> int | None:
 
 def register_changes(app: AsyncApp, commands: ChangeCommands) -> None:
     @app.view(add_form.ADD_MODAL_CALLBACK)
+    @after_ack_turns
     async def add_form_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         # Validation and storage take milliseconds; inline errors can only go in the acknowledgement.
         await commands.form_submitted(ack, body, view)
 
     @app.action(messages.RESTORE_ACTION_ID)
+    @after_ack_turns
     async def restore_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                              respond: AsyncRespond) -> None:
         await ack()

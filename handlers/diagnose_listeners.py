@@ -36,6 +36,7 @@ from handlers.inventory_listeners import StartRotation
 from handlers.observer import SlackObserver
 from handlers.payloads import user_id_of
 from handlers.reminder_views import parse_button_value
+from handlers.turns import after_ack_turns
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def register_diagnose(app: AsyncApp, commands: DiagnoseCommands) -> None:
     """Register the fix buttons; `/secret diagnose` itself is dispatched by the `/secret` listener."""
 
     @app.action(FIX_ACTION_PATTERN)
+    @after_ack_turns
     async def fix_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await commands.fix_clicked(body, action, respond=respond)

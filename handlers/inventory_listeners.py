@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from handlers.reminder_views import (
     SNOOZE_ACTION_ID,
     parse_button_value,
 )
+from handlers.turns import after_ack_turns
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class InventoryCommands:
     observer: SlackObserver
     inventory_sync: InventorySync | None
     start_rotation: StartRotation
+    # Status replies being built, by app (None for all apps); see `status`.
+    _status_replies: dict[str | None, asyncio.Future[tuple[str, list[dict[str, Any]]]]] = field(
+        default_factory=dict, init=False)
 
     # ------------------------------------------------------------------ slash commands
 
@@ -80,7 +84,7 @@ class InventoryCommands:
         if isinstance(parsed, SyncCommand):
             await self.sync(parsed, ack=ack, respond=respond)
             return
-        approvers = (await self.engine.services.refresh_people()).slack.approvers
+        approvers = (await self.engine.services.resolve_people()).slack.approvers
         if isinstance(parsed, RecordDateCommand) and user_id not in approvers:
             logger.info("rotation date rejected: not an approver user=%s app=%s secret=%s",
                         user_id, parsed.app, parsed.name)
@@ -113,8 +117,25 @@ class InventoryCommands:
         await respond(response_type="ephemeral", replace_original=False, text=text)
 
     async def status(self, parsed: StatusCommand) -> tuple[str, list[dict[str, Any]]]:
-        statuses = by_urgency(await self.engine.services.inventory.statuses(app=parsed.app, shared=True))
-        return status_views.status_message(statuses, app=parsed.app)
+        """Build the status reply, sharing one that is being built for the same app.
+
+        Sorting and formatting every secret costs more than reading them, so a burst of
+        `/secret status` during an incident shares the whole reply, not only the read; the
+        event loop that acknowledges Slack's requests then does the work once. A reply
+        shared this way may miss a change committed after its read began, which a status
+        view can afford; nothing acts on it.
+        """
+        building = self._status_replies.get(parsed.app)
+        if building is None:
+            building = asyncio.ensure_future(self._build_status(parsed.app))
+            self._status_replies[parsed.app] = building
+            building.add_done_callback(lambda _done: self._status_replies.pop(parsed.app, None))
+        # shield: one caller's cancellation must not cancel the reply the others wait for.
+        return await asyncio.shield(building)
+
+    async def _build_status(self, app: str | None) -> tuple[str, list[dict[str, Any]]]:
+        statuses = by_urgency(await self.engine.services.inventory.statuses(app=app, shared=True))
+        return status_views.status_message(statuses, app=app)
 
     async def history(self, parsed: HistoryCommand) -> tuple[str, list[dict[str, Any]]]:
         history = await secret_history(self.engine.services.sessions, app=parsed.app, name=parsed.name)
@@ -310,6 +331,7 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
     """Register the reminder buttons, the snooze form and the Home tab; `/secret` itself dispatches to `commands`."""
 
     @app.action(ROTATE_ACTION_ID)
+    @after_ack_turns
     async def rotate_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                             respond: AsyncRespond | None = None) -> None:
         await ack()
@@ -334,6 +356,7 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
         await commands.snooze_clicked(body, action, reply=_clicker_reply(body, respond, client), client=client)
 
     @app.view(status_views.SNOOZE_CALLBACK)
+    @after_ack_turns
     async def snooze_form(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
         await commands.snooze_submitted(ack, body, view, client)
 

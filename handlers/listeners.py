@@ -7,7 +7,6 @@ the listener runs in the background.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -27,6 +26,7 @@ from handlers.add_form import DEFINE_ACTION, add_modal
 from handlers.change_listeners import ChangeCommands, register_changes
 from handlers.command_text import (
     CancelCommand,
+    Command,
     DiagnoseCommand,
     HelpCommand,
     HistoryCommand,
@@ -41,8 +41,9 @@ from handlers.command_text import (
 from handlers.diagnose_listeners import DiagnoseCommands, register_diagnose
 from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
 from handlers.observer import SlackObserver
-from handlers.payloads import user_id_of
+from handlers.payloads import modal_submission, user_id_of
 from handlers.recovery_listeners import register_recovery
+from handlers.turns import after_ack_turns
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,27 @@ STEP_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(approve|deny|done|
 FORM_ACTION_PATTERN = re.compile(rf"^{messages.ACTION_PREFIX}(enter|review|{DEFINE_ACTION})$")
 _VALUE_PATTERN = re.compile(r"^([0-9a-f]{12}):([0-9]{1,3})$")
 _RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}\Z")
+
+
+async def _parse_with_added(text: str, policy: Policy, engine: Engine) -> Command:
+    """Parse a `/secret` command, accepting secrets added with `/secret add` by their stored policy.
+
+    The policies read last are tried first, because a read of the database before the ack
+    waits behind the runs' work under load. No stored choice is ever removed, so a stale
+    copy lacks at most the names added since it was read, and that changes what a command
+    means in two ways only: a newly added name is rejected as unknown, or a newly added
+    lower-case name is taken for the first word of the reason.
+    Either way the command is parsed again with a fresh read: after an error, and whenever
+    the command has a reason. Concurrent commands share one read that began after each of them.
+    """
+    try:
+        parsed = parse_command(text, policy.with_added(engine.services.policy.added))
+    except CommandError:
+        parsed = None
+    if parsed is not None and getattr(parsed, "reason", None) is None:
+        return parsed
+    added = await engine.services.refresh_added_policies()
+    return parse_command(text, policy.with_added(added))
 
 
 def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackObserver,
@@ -65,13 +87,11 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     register_changes(app, changes)
 
     @app.command("/secret")
+    @after_ack_turns
     async def secret_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         user_id = str(command.get("user_id", ""))
-        # The parser accepts secrets added with `/secret add` by their stored policy. Reading
-        # those is one query on the inventory table, done before the ack because parsing needs it.
-        added = await engine.services.refresh_added_policies()
         try:
-            parsed = parse_command(str(command.get("text", "")), policy.with_added(added))
+            parsed = await _parse_with_added(str(command.get("text", "")), policy, engine)
         except CommandError as exc:
             # The reason is not logged: it may quote what the user typed, which could be a value.
             logger.info("command rejected user=%s", user_id)
@@ -107,6 +127,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
                               reply=_ephemeral_reply(respond))
 
     @app.action(STEP_ACTION_PATTERN)
+    @after_ack_turns
     async def step_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         user_id = user_id_of(body)
@@ -168,18 +189,15 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
                           text="The form could not be opened in time; press the button again.")
 
     @app.view(messages.VALUE_MODAL_CALLBACK)
+    @after_ack_turns
     async def values_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user_id = user_id_of(body)
-        try:
-            metadata = json.loads(str(view.get("private_metadata", "")))
-            run_id, position = str(metadata["run_id"]), int(metadata["position"])
-        except (ValueError, KeyError, TypeError):
+        submission = modal_submission(view)
+        if submission is None:
             logger.warning("ignored a value form with malformed metadata")
             await ack()
             return
-        state = view.get("state")
-        state_values = state.get("values") if isinstance(state, dict) else None
-        entered = messages.values_from_view(state_values if isinstance(state_values, dict) else {})
+        entered = messages.values_from_view(submission.state_values)
         first_block = next(iter(f"{messages.VALUE_BLOCK_PREFIX}{name}" for name in entered), "")
         if not isinstance(user_id, str) or not entered:
             await ack()
@@ -187,8 +205,9 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
 
         # Validation and storage take milliseconds. The acknowledgement must reach Slack within
         # 3 s, and inline errors can only be shown in it.
-        result = await engine.submit(run_id=run_id, position=position, action=str(metadata.get("action", "enter")),
-                                     user_id=user_id, values=entered)
+        result = await engine.submit(run_id=submission.run_id, position=submission.position,
+                                     action=str(submission.metadata.get("action", "enter")), user_id=user_id,
+                                     values=entered)
         if isinstance(result, Invalid):
             await ack(response_action="errors", errors={
                 f"{messages.VALUE_BLOCK_PREFIX}{name}": problem for name, problem in result.problems.items()})

@@ -22,6 +22,7 @@ from handlers import messages
 from handlers.command_text import MAX_REASON_LENGTH
 from handlers.observer import SlackObserver
 from handlers.payloads import user_id_of
+from handlers.turns import after_ack_turns
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def register_recovery(app: AsyncApp, *, engine: Engine, observer: SlackObserver)
         return result.run
 
     @app.action(messages.RETRY_ACTION_ID)
+    @after_ack_turns
     async def retry_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                            respond: AsyncRespond) -> None:
         await ack()
@@ -66,6 +68,7 @@ def register_recovery(app: AsyncApp, *, engine: Engine, observer: SlackObserver)
         await _reply(respond, messages.started_reply(started, link))
 
     @app.action(messages.ROLLBACK_ACTION_ID)
+    @after_ack_turns
     async def rollback_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                               respond: AsyncRespond) -> None:
         await ack()
@@ -89,6 +92,7 @@ def register_recovery(app: AsyncApp, *, engine: Engine, observer: SlackObserver)
         await _reply(respond, messages.started_reply(started, link))
 
     @app.action(messages.LOGS_ACTION_ID)
+    @after_ack_turns
     async def logs_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         checked = await _recovery_target(body, action, engine=engine, needs=messages.offers_recovery,
@@ -136,7 +140,7 @@ async def _recovery_target(
     run = await engine.get_run(run_id)
     if run is None or not needs(run):
         return f"run {run_id} {not_offered}"
-    approvers = (await engine.services.refresh_people()).slack.approvers
+    approvers = (await engine.services.resolve_people()).slack.approvers
     if user_id not in (run.requester, *approvers):
         return "only the requester or an approver can do this"
     return run, user_id

@@ -172,6 +172,46 @@ async def test_concurrent_appends_keep_chain(sessions: async_sessionmaker[AsyncS
     assert sorted(record.event for record in stored) == sorted(entry.event for entry in entries)
 
 
+async def test_appends_in_one_process_take_turns(sessions: async_sessionmaker[AsyncSession],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # Appends through one session factory wait for each other instead of racing for the
+    # chain's tail, so a burst of steps finishing at once never spends a retry.
+    async def change(session: AsyncSession) -> None:
+        await session.execute(text("SELECT 1"))
+
+    caplog.set_level("INFO", logger="bot.audit")
+    async with asyncio.timeout(120):
+        await asyncio.gather(
+            *(audit.append(sessions, AuditEntry(event="single")) for _ in range(CONCURRENT_APPENDS)),
+            *(audit.append_with(sessions, [AuditEntry(event="pair"), AuditEntry(event="pair")], change)
+              for _ in range(CONCURRENT_APPENDS)),
+        )
+    assert [record.message for record in caplog.records if "raced another writer" in record.message] == []
+    assert await verify_chain(sessions) == (3 * CONCURRENT_APPENDS, None)
+
+
+async def test_second_factory_still_retries(sessions: async_sessionmaker[AsyncSession]) -> None:
+    # Another process has its own factory and its own turns; the unique prev_hash and the
+    # retry keep the chain whole between the two.
+    engine = sessions.kw["bind"]
+    other = create_session_factory(create_engine(str(engine.url.render_as_string(hide_password=False))))
+    if engine.dialect.name == "postgresql":
+        schema = (await _current_schema(sessions))
+        use_schema(other.kw["bind"], schema)
+    try:
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(audit.append(factory, AuditEntry(event="two-writers"))
+                                   for _ in range(CONCURRENT_APPENDS) for factory in (sessions, other)))
+    finally:
+        await other.kw["bind"].dispose()
+    assert await verify_chain(sessions) == (2 * CONCURRENT_APPENDS, None)
+
+
+async def _current_schema(sessions: async_sessionmaker[AsyncSession]) -> str:
+    async with sessions() as session:
+        return str(await session.scalar(text("SELECT current_schema()")))
+
+
 async def test_append_after_concurrent_burst(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with asyncio.timeout(120):
         await asyncio.gather(*(audit.append(sessions, AuditEntry(event="burst")) for _ in range(20)))

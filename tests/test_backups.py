@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,7 +20,6 @@ from bot.errors import SecretbotError
 from bot.sealing import Sealer
 from bot.settings import normalize_database_url
 from bot.storage.db import _alembic_config, create_engine, create_session_factory, migrate
-from bot.storage.models import Base
 
 APP = "hotel-voice-bot"
 OTHER_APP = "hotel-staging"
@@ -359,15 +356,6 @@ async def test_database_file_holds_no_plaintext(tmp_path: Path, sealer: Sealer) 
 
 
 # --- migration -----------------------------------------------------------------------------
-
-
-async def test_migration_matches_model(engine: AsyncEngine) -> None:
-    def differences(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection)
-        return [diff for diff in compare_metadata(context, Base.metadata) if "backups" in repr(diff)]
-
-    async with engine.connect() as connection:
-        assert await connection.run_sync(differences) == []
 
 
 async def test_migration_downgrades_and_upgrades(engine: AsyncEngine) -> None:

@@ -243,3 +243,18 @@ async def test_home_rotate_added_secret(bot: BotProcess, driver: SlackDriver, sl
     rotated = fly.secret_value(APP, GENERATED_NAME)
     assert rotated is not None
     assert rotated != added_value
+
+
+async def test_lowercase_added_name_is_read_as_a_name(bot: BotProcess, driver: SlackDriver, slack: SlackStandin
+                                                       ) -> None:
+    # A lower-case word after the names usually starts the reason; once `vendor_key` has been
+    # added, the next command must read it as a secret, not file it as the reason.
+    await add_secret(driver, slack, "vendor_key", priority="low", source="generated")
+    response = await driver.slash_command(f"rotate JWT_SECRET vendor_key --app {APP}", user_id=REQUESTER,
+                                          channel_id=CHANNEL)
+    assert "JWT_SECRET, vendor_key" in response.text
+    await wait_for_parent(slack, index=1)
+    rows = query(bot.database, "SELECT s.name, r.reason FROM runs r JOIN run_secrets s ON s.run_id = r.id "
+                               "WHERE r.kind = 'rotate'")
+    assert sorted(row["name"] for row in rows) == ["JWT_SECRET", "vendor_key"]
+    assert {row["reason"] for row in rows} == {None}

@@ -25,6 +25,11 @@ from bot.storage.models import InventorySecret, RunSecret, UTCDateTime
 
 logger = logging.getLogger(__name__)
 
+# Rows assessed between two yields to the event loop in a status read: about 3 ms of work
+# on the benchmark machine, so a read of 10,000 secrets never holds back an
+# acknowledgement for long.
+ROWS_PER_SLICE = 500
+
 
 class InventoryStore:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], policy: Policy,
@@ -70,9 +75,12 @@ class InventoryStore:
             open_runs = {(row.app, row.name): row.run_id for row in await session.execute(open_query)}
             # Each row is assessed as it is read, so no list of 10,000 intermediate rows is kept
             # alive long enough for the garbage collector to scan it.
-            for row in await session.execute(query):
+            for count, row in enumerate(await session.execute(query), start=1):
                 columns = _StatusColumns._make(row)
                 statuses.append(assessor.assess(columns, open_runs.get((columns.app, columns.name))))
+                if count % ROWS_PER_SLICE == 0:
+                    # Let the event loop acknowledge waiting requests between slices.
+                    await asyncio.sleep(0)
         return statuses
 
     async def get(self, app: str, name: str) -> InventorySecret | None:

@@ -19,11 +19,12 @@ from bot.clock import Clock, SystemClock
 from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
 from bot.inventory import InventoryStore
-from bot.inventory.added import load_added_policies
+from bot.inventory.added import AddedPolicies, load_added_policies
 from bot.people import People
 from bot.policy import Policy, SecretPolicy
 from bot.runbook.views import TERMINAL_STATUSES, RunView
 from bot.sealing import SealError, Sealer
+from bot.shared_reads import FreshSharedRead
 from bot.storage.models import AppLock, Decision, PendingValue, Run, RunSecret, utcnow
 from bot.terminal.lease import lease_expired
 
@@ -130,7 +131,8 @@ class Services:
     """Long-lived dependencies shared by every run.
 
     `policy` has the user groups in slack.approvers and slack.operators expanded into
-    user IDs as of the last `refresh_people()`; `configured_policy` is the file as read.
+    user IDs as of the last `resolve_people()`, and the policies of added secrets as of the
+    last `refresh_added_policies()`; `configured_policy` is the file as read.
     """
 
     policy: Policy
@@ -144,21 +146,34 @@ class Services:
     app_locks: AppLocks = field(init=False)
     inventory: InventoryStore = field(init=False)
     configured_policy: Policy = field(init=False)
+    _added_reads: FreshSharedRead[AddedPolicies] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.configured_policy = self.policy
         self.app_locks = AppLocks(self.sessions)
         self.inventory = InventoryStore(sessions=self.sessions, policy=self.policy, clock=self.clock)
+        # Every command reads these before it is parsed, so a burst of commands shares reads.
+        self._added_reads = FreshSharedRead(lambda: load_added_policies(self.sessions))
 
-    async def refresh_people(self) -> Policy:
+    async def refresh_policy(self) -> Policy:
         """Re-read stale user groups and the policies of added secrets, and return the policy with both.
 
         The engine calls this before it runs steps and before it takes a decision, so a run
         resumed after a restart, or decided in another process, reads the stored choices too.
         """
+        await self.resolve_people()
+        await self.refresh_added_policies()
+        return self.policy
+
+    async def resolve_people(self) -> Policy:
+        """Re-read stale user groups and return the policy with approvers and operators as user IDs.
+
+        Listeners that only check who may act call this rather than `refresh_policy`: it
+        reads the database not at all, and Slack only when a group's cached members are
+        stale, so it fits before an acknowledgement.
+        """
         resolved = await self.people.resolve(self.configured_policy)
         self.policy = resolved.with_added(self.policy.added)
-        await self.refresh_added_policies()
         return self.policy
 
     async def refresh_added_policies(self) -> Mapping[str, Mapping[str, SecretPolicy]]:
@@ -168,7 +183,7 @@ class Services:
         secretbot.toml stay rotatable.
         """
         try:
-            added = await load_added_policies(self.sessions)
+            added = await self._added_reads.get()
         except (SQLAlchemyError, OSError) as exc:
             logger.warning("reading the policies of added secrets failed; keeping the last ones read error=%s",
                            type(exc).__name__)
@@ -186,7 +201,7 @@ class Services:
         """
         if user_id == AUTOMATIC_REQUESTER:
             return True
-        resolved = await self.refresh_people()
+        resolved = await self.resolve_people()
         if not self.configured_policy.slack.operators:
             return True
         return user_id in resolved.slack.operators

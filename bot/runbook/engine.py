@@ -183,7 +183,7 @@ class Engine:
     async def advance(self, run_id: str) -> None:
         """Run automatic steps until the run waits for a person or ends."""
         # An approval step lists who may decide, so the groups are read before it runs.
-        await self.services.refresh_people()
+        await self.services.refresh_policy()
         lock = self._run_locks.setdefault(run_id, asyncio.Lock())
         async with lock:
             while True:
@@ -359,14 +359,14 @@ class Engine:
         The decision takes effect in the background, so a front end can respond at once.
         `origin` is the front end submitting it, which must be the one that started the run.
         """
-        await self.services.refresh_people()
+        await self.services.refresh_policy()
         with self._tracked():
             return await self._submit(run_id=run_id, position=position, action=action, user_id=user_id,
                                       values=values, origin=origin)
 
     async def check_answer(self, *, run_id: str, position: int, user_id: str) -> tuple[RunView, StepKind] | Rejected:
         """Return the run and step kind if `user_id` may decide the waiting step, or the reason they may not."""
-        await self.services.refresh_people()
+        await self.services.refresh_policy()
         view = await self.get_run(run_id)
         if view is None or not 0 <= position < len(view.steps):
             return Rejected(f"run {run_id} has no step {position}")
@@ -683,7 +683,7 @@ class Engine:
         Without `force`, a step that is running is left to finish first, because it may be
         changing the app.
         """
-        await self.services.refresh_people()
+        await self.services.refresh_policy()
         with self._tracked():
             view = await self.get_run(run_id)
             if view is None:

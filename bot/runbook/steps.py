@@ -85,6 +85,17 @@ RESTART_CAUSE = "the bot restarted"
 STEP_MARGIN_SECONDS = 120.0
 
 
+def app_change_time_limit(policy: Policy) -> float:
+    """Return the time limit of a step that changes an app's secrets on Fly (an import or an unset).
+
+    It covers the wait for another run's change to the same app (that run's rollout and
+    verification), this step's own rollout, and the secrets list calls around it.
+    """
+    fly = policy.fly
+    waiting = fly.deploy_timeout + fly.verify_timeout
+    return STEP_MARGIN_SECONDS + waiting + fly.deploy_timeout + 4 * fly.command_timeout
+
+
 class StepKind(ABC):
     """One kind of step. Instances are stateless; per-run state lives in the database."""
 

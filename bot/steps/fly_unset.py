@@ -7,7 +7,7 @@ import logging
 from bot.errors import FlyctlError, FlyctlTimeout
 from bot.policy import Policy
 from bot.runbook.context import StepContext
-from bot.runbook.steps import RESTART_CAUSE, STEP_MARGIN_SECONDS, Done, Failed, StepKind, StepOutcome
+from bot.runbook.steps import RESTART_CAUSE, Done, Failed, StepKind, StepOutcome, app_change_time_limit
 from bot.steps.fly_update import NOT_LISTED, TRANSCRIPT_LINES
 
 logger = logging.getLogger(__name__)
@@ -21,11 +21,7 @@ class UnsetFlySecrets(StepKind):
     restartable = False
 
     def time_limit(self, policy: Policy) -> float:
-        # As for an import: the wait for another run's change to the app, this rollout, and
-        # the secrets list calls around it.
-        fly = policy.fly
-        waiting = fly.deploy_timeout + fly.verify_timeout
-        return STEP_MARGIN_SECONDS + waiting + fly.deploy_timeout + 4 * fly.command_timeout
+        return app_change_time_limit(policy)
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         app = ctx.run.app

@@ -8,7 +8,7 @@ from bot.errors import FlyctlError, FlyctlTimeout, SecretbotError, UnsafeValueEr
 from bot.flyctl import encode_import
 from bot.policy import Policy
 from bot.runbook.context import StepContext, ValueLostError
-from bot.runbook.steps import RESTART_CAUSE, STEP_MARGIN_SECONDS, Done, Failed, StepKind, StepOutcome
+from bot.runbook.steps import RESTART_CAUSE, Done, Failed, StepKind, StepOutcome, app_change_time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,7 @@ class UpdateFlySecrets(StepKind):
     restartable = False
 
     def time_limit(self, policy: Policy) -> float:
-        # The wait for another run's change to the same app (its import and verification)
-        # counts too, then this run's own import and its secrets list calls.
-        fly = policy.fly
-        waiting = fly.deploy_timeout + fly.verify_timeout
-        return STEP_MARGIN_SECONDS + waiting + fly.deploy_timeout + 4 * fly.command_timeout
+        return app_change_time_limit(policy)
 
     async def execute(self, ctx: StepContext) -> StepOutcome:
         app = ctx.run.app

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import fcntl
 import functools
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -26,6 +29,12 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Alembic's table of applied revisions (its default name, which env.py keeps).
 VERSION_TABLE = "alembic_version"
+
+# The key of the PostgreSQL advisory lock that migrations take: any fixed 64-bit number
+# that nothing else in the database uses ("secretbt" in ASCII).
+MIGRATION_LOCK_KEY = 0x7365637265746274
+# Appended to a SQLite file's path for the file that migrations lock.
+MIGRATION_LOCK_SUFFIX = ".migrate-lock"
 
 # SQLite waits this long for another writer before reporting "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -65,11 +74,13 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the latest revision; raise StorageError naming DATABASE_URL if that fails.
 
-    Alembic is imported only when a migration is due, because its modules, with the Mako
-    and Pygments modules it imports, stay in memory for the life of the process. A bot
-    restarted on a migrated database idled at 96 to 97 MB when every start imported
-    alembic, and at 87 to 88 MB without it (bench.spot_checks memory --restart, 2 shared cores).
+    Alembic is imported only when an existing schema must be upgraded, because its
+    modules, with the Mako and Pygments modules it imports, stay in memory for the life of
+    the process. A bot restarted on a migrated database idled at 96 to 97 MB when every
+    start imported alembic, and at 87 to 88 MB without it (bench.spot_checks memory
+    --restart, 2 shared cores). An empty database gets the head schema directly.
     """
+    created = False
     # SQLAlchemy 2.1 passes asyncpg's connection failures (refused, SSL declined, unknown host)
     # through unwrapped, as OSError subclasses.
     try:
@@ -78,11 +89,71 @@ async def migrate(engine: AsyncEngine) -> None:
         if current == head_revision():
             logger.info("database schema is at the latest revision revision=%s", current)
             return
-        async with engine.begin() as connection:
-            await connection.run_sync(_upgrade)
+        # Two processes started together on a new database (two Machines after a deploy)
+        # would both create or upgrade it, and one would fail on tables the other made.
+        # Under the lock the revision is read again, so the second finds the first's work.
+        async with _migration_lock(engine.url), engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            current = await current_revision(connection)
+            if current == head_revision():
+                logger.info("database schema brought to the latest revision by another process revision=%s",
+                            current)
+                return
+            created = current is None and await connection.run_sync(_create_if_empty)
+            if not created:
+                await connection.run_sync(_upgrade)
     except (SQLAlchemyError, OSError) as exc:
         raise StorageError(_failure_message(engine.url, exc)) from exc
-    logger.info("database schema migrated to the latest revision from=%s to=%s", current, head_revision())
+    if created:
+        logger.info("database schema created at the latest revision revision=%s", head_revision())
+    else:
+        logger.info("database schema migrated to the latest revision from=%s to=%s", current, head_revision())
+
+
+@asynccontextmanager
+async def _migration_lock(url: URL) -> AsyncIterator[None]:
+    """Hold an exclusive lock on a SQLite file's migration lock file; a no-op for other databases.
+
+    PostgreSQL takes an advisory lock inside the migration's transaction instead. SQLite
+    runs each CREATE TABLE in a transaction of its own, so the file lock is what keeps two
+    processes' migrations apart. The lock file (`secretbot.db.migrate-lock` beside
+    `secretbot.db`) stays, because deleting a lock file races with the next process opening it.
+    """
+    path = Path(url.database or "") if url.get_backend_name() == "sqlite" else None
+    if path is None or url.database in (None, "", ":memory:") or not path.resolve().parent.is_dir():
+        # A missing folder is reported by the connection, with the fix, not here.
+        yield
+        return
+    descriptor = os.open(f"{path}{MIGRATION_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # flock blocks, so it waits in a thread while another process migrates.
+        await asyncio.to_thread(fcntl.flock, descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
+
+
+def _create_if_empty(connection: Connection) -> bool:
+    """Create the whole schema at the head revision in a database with no tables; return whether it did.
+
+    A new database needs no history, so its tables come from the models and the head
+    revision is recorded as alembic would record it. That keeps alembic out of a first
+    start's memory as well (see `migrate`). tests/test_fresh_schema.py checks that the
+    tables, columns, keys and indexes made this way equal those the migrations make.
+    """
+    if inspect(connection).get_table_names():
+        return False
+    from bot.storage.models import Base
+
+    Base.metadata.create_all(connection)
+    versions = MetaData()
+    version_table = Table(VERSION_TABLE, versions,
+                          Column("version_num", String(32), nullable=False),
+                          PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"))
+    versions.create_all(connection)
+    connection.execute(version_table.insert().values(version_num=head_revision()))
+    return True
 
 
 def _upgrade(connection: Connection) -> None:

@@ -1,0 +1,97 @@
+"""A read shared by concurrent callers: each gets a read that began after its call, and a
+burst of callers costs at most two reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.shared_reads import FreshSharedRead
+
+
+class Source:
+    """A value that callers change, read slowly, with a count of reads and the value each began with."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.reads = 0
+        self.gate = asyncio.Event()
+        self.fail = False
+
+    async def read(self) -> int:
+        self.reads += 1
+        seen = self.value
+        await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("read failed")
+        return seen
+
+
+async def test_burst_shares_two_reads() -> None:
+    source = Source()
+    shared = FreshSharedRead(source.read)
+    first = asyncio.create_task(shared.get())
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(shared.get()) for _ in range(20)]
+    await asyncio.sleep(0)
+    source.gate.set()
+    results = await asyncio.gather(first, *later)
+    assert source.reads == 2
+    assert results == [0] * 21
+
+
+async def test_caller_never_gets_a_read_begun_before_its_call() -> None:
+    source = Source()
+    shared = FreshSharedRead(source.read)
+    early = asyncio.create_task(shared.get())
+    while source.reads == 0:
+        await asyncio.sleep(0)
+    # A change, then a caller who must see it: the running read began before the change.
+    source.value = 1
+    late = asyncio.create_task(shared.get())
+    await asyncio.sleep(0)
+    source.gate.set()
+    assert await early == 0
+    assert await late == 1
+
+
+async def test_reads_again_after_the_last_one_ended() -> None:
+    source = Source()
+    source.gate.set()
+    shared = FreshSharedRead(source.read)
+    assert await shared.get() == 0
+    source.value = 2
+    assert await shared.get() == 2
+    assert source.reads == 2
+
+
+async def test_failure_reaches_its_callers_and_the_next_read_runs() -> None:
+    source = Source()
+    source.fail = True
+    shared = FreshSharedRead(source.read)
+    first = asyncio.create_task(shared.get())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(shared.get())
+    await asyncio.sleep(0)
+    source.gate.set()
+    with pytest.raises(RuntimeError):
+        await first
+    with pytest.raises(RuntimeError):
+        await second
+    source.fail = False
+    assert await shared.get() == 0
+
+
+async def test_cancelled_caller_leaves_the_read_to_the_others() -> None:
+    source = Source()
+    shared = FreshSharedRead(source.read)
+    leaving = asyncio.create_task(shared.get())
+    staying = asyncio.create_task(shared.get())
+    await asyncio.sleep(0)
+    leaving.cancel()
+    await asyncio.sleep(0)
+    source.gate.set()
+    assert await staying == 0
+    with pytest.raises(asyncio.CancelledError):
+        await leaving

@@ -1,0 +1,217 @@
+"""Turns after the acknowledgement: the ack goes out at once, a few listeners go on at a time,
+and a turn comes back when its listener ends, fails, or holds it too long."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from slack_bolt.util.utils import get_arg_names_of_callable
+
+from handlers.turns import AfterAckTurns
+
+
+class RecordingAck:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def __call__(self, **options: Any) -> None:
+        self.calls.append(options)
+
+
+async def test_bolt_sees_the_listener_arguments() -> None:
+    turns = AfterAckTurns(limit=1)
+
+    async def listener(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await ack()
+
+    assert get_arg_names_of_callable(turns(listener)) == ["ack", "body", "respond"]
+
+
+async def test_only_limit_listeners_go_on_at_once() -> None:
+    turns = AfterAckTurns(limit=2, hold_seconds=30)
+    running = 0
+    most = 0
+    acks = [RecordingAck() for _ in range(8)]
+
+    @turns
+    async def listener(ack: Any) -> None:
+        nonlocal running, most
+        await ack(text="ok")
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    await asyncio.gather(*(listener(ack=ack) for ack in acks))
+    assert most == 2
+    assert all(ack.calls == [{"text": "ok"}] for ack in acks)
+
+
+async def test_ack_is_sent_while_every_turn_is_taken() -> None:
+    turns = AfterAckTurns(limit=1, hold_seconds=30)
+    release = asyncio.Event()
+    after_ack: list[str] = []
+
+    @turns
+    async def listener(ack: Any, name: str) -> None:
+        await ack()
+        after_ack.append(name)
+        await release.wait()
+
+    first = asyncio.create_task(listener(ack=RecordingAck(), name="first"))
+    await asyncio.sleep(0.01)
+    second_ack = RecordingAck()
+    second = asyncio.create_task(listener(ack=second_ack, name="second"))
+    await asyncio.sleep(0.05)
+    # The second request is acknowledged, but its work waits for the first to end.
+    assert second_ack.calls == [{}]
+    assert after_ack == ["first"]
+    release.set()
+    await asyncio.gather(first, second)
+    assert after_ack == ["first", "second"]
+
+
+async def test_turn_comes_back_after_hold_limit() -> None:
+    turns = AfterAckTurns(limit=1, hold_seconds=0.1)
+    finished: list[str] = []
+    never = asyncio.Event()
+
+    @turns
+    async def slow(ack: Any) -> None:
+        await ack()
+        await never.wait()
+
+    @turns
+    async def quick(ack: Any) -> None:
+        await ack()
+        finished.append("quick")
+
+    holder = asyncio.create_task(slow(ack=RecordingAck()))
+    await asyncio.sleep(0.01)
+    async with asyncio.timeout(2):
+        await quick(ack=RecordingAck())
+    assert finished == ["quick"]
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+
+
+async def test_turn_comes_back_after_failure() -> None:
+    turns = AfterAckTurns(limit=1, hold_seconds=30)
+
+    @turns
+    async def failing(ack: Any) -> None:
+        await ack()
+        raise RuntimeError("listener failed")
+
+    @turns
+    async def quick(ack: Any) -> str:
+        await ack()
+        return "done"
+
+    with pytest.raises(RuntimeError):
+        await failing(ack=RecordingAck())
+    async with asyncio.timeout(2):
+        assert await quick(ack=RecordingAck()) == "done"
+
+
+async def test_turn_is_given_back_once() -> None:
+    # A listener that outlives its hold gives the turn back on time and again at its end;
+    # only the first counts, or the limit would grow by one each time.
+    turns = AfterAckTurns(limit=1, hold_seconds=0.05)
+    running = 0
+    most = 0
+
+    @turns
+    async def listener(ack: Any) -> None:
+        nonlocal running, most
+        await ack()
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+
+    await listener(ack=RecordingAck())
+    await asyncio.gather(*(listener(ack=RecordingAck()) for _ in range(3)))
+    # Each of the three holds its turn for 0.05 s of its 0.1 s, so at most two overlap.
+    assert most <= 2
+
+
+async def test_listener_without_ack_runs_at_once() -> None:
+    turns = AfterAckTurns(limit=1)
+
+    @turns
+    async def listener(event: dict[str, Any]) -> str:
+        return str(event["type"])
+
+    assert await listener(event={"type": "app_home_opened"}) == "app_home_opened"
+
+
+@pytest.mark.parametrize(("limit", "hold"), [(0, 1.0), (1, 0.0)])
+def test_bad_settings_are_refused(limit: int, hold: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        AfterAckTurns(limit=limit, hold_seconds=hold)
+
+
+async def test_drain_lets_waiting_listeners_finish() -> None:
+    # At shutdown, requests that were acknowledged but wait for a turn must still do their work.
+    turns = AfterAckTurns(limit=1, hold_seconds=30)
+    never = asyncio.Event()
+    done: list[int] = []
+
+    @turns
+    async def holder(ack: Any) -> None:
+        await ack()
+        await never.wait()
+
+    @turns
+    async def queued(ack: Any, number: int) -> None:
+        await ack()
+        done.append(number)
+
+    holding = asyncio.create_task(holder(ack=RecordingAck()))
+    await asyncio.sleep(0.01)
+    waiting = [asyncio.create_task(queued(ack=RecordingAck(), number=number)) for number in range(5)]
+    await asyncio.sleep(0.05)
+    assert done == []
+    async with asyncio.timeout(5):
+        await turns.drain(timeout=0.5)
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    assert all(task.done() for task in waiting)
+    # The holder outlived the timeout; drain returned anyway and left it to the caller.
+    assert not holding.done()
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+
+
+async def test_listener_after_drain_takes_no_turn() -> None:
+    turns = AfterAckTurns(limit=1, hold_seconds=30)
+    await turns.drain(timeout=0.1)
+
+    @turns
+    async def listener(ack: Any) -> str:
+        await ack()
+        return "ran"
+
+    async with asyncio.timeout(2):
+        assert await asyncio.gather(listener(ack=RecordingAck()), listener(ack=RecordingAck())) == ["ran", "ran"]
+
+
+async def test_second_ack_takes_no_second_turn() -> None:
+    turns = AfterAckTurns(limit=1, hold_seconds=30)
+
+    @turns
+    async def acks_twice(ack: Any) -> None:
+        await asyncio.gather(ack(), ack())
+
+    @turns
+    async def quick(ack: Any) -> str:
+        await ack()
+        return "done"
+
+    async with asyncio.timeout(2):
+        await acks_twice(ack=RecordingAck())
+        assert await quick(ack=RecordingAck()) == "done"
