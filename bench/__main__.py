@@ -90,8 +90,9 @@ async def bot_section(root: Path, arguments: argparse.Namespace) -> dict[str, An
             logger.info("timing start-up")
             startup_bot = world.bot("startup")
             result["startup"] = await startup_seconds(startup_bot, starts=5)
-            # Idle memory of a restart on a database already migrated, as after every deploy: a
-            # start that migrates keeps alembic's modules, which a restart never imports.
+            # Idle memory of a restart on a database that exists, as after every deploy; the
+            # main bot below starts on a new database. A start that upgrades an older schema
+            # keeps alembic's modules in memory, which neither of these imports.
             await start_timed(startup_bot)
             try:
                 await asyncio.sleep(SETTLE_SECONDS)

@@ -361,6 +361,7 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
         await commands.snooze_submitted(ack, body, view, client)
 
     @app.event("app_home_opened")
+    @after_ack_turns
     async def home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
         user_id = event.get("user")
         # The event also fires for the Messages tab, which has no view to publish.

@@ -6,6 +6,8 @@ request. During a burst (an incident, fifty people clicking) every listener's af
 work is ready at once, and a new request's acknowledgement waits behind all of it in the
 loop's queue. Letting only a few listeners past their `ack()` at a time keeps that queue
 short: acknowledgements go out first, and the work follows in the order it arrived.
+Event listeners, which bolt acknowledges before calling them, take a turn before they start.
+Every call is tracked, so shutdown can finish the work it has acknowledged.
 """
 
 from __future__ import annotations
@@ -66,8 +68,6 @@ class AfterAckTurns:
         @functools.wraps(listener)
         async def in_turn(**arguments: Any) -> Any:
             ack = arguments.get("ack")
-            if ack is None:
-                return await listener(**arguments)
             turn: _Turn | None = None
             asked = False
 
@@ -84,6 +84,11 @@ class AfterAckTurns:
             if task is not None:
                 self._running.add(task)
             try:
+                if ack is None:
+                    # An event listener takes no ack: bolt acknowledged the event before calling
+                    # it, so all of its work comes after the ack and waits for a turn first.
+                    turn = await self._take()
+                    return await listener(**arguments)
                 return await listener(**{**arguments, "ack": ack_then_wait})
             finally:
                 if turn is not None:

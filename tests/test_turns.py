@@ -139,14 +139,42 @@ async def test_turn_is_given_back_once() -> None:
     assert most <= 2
 
 
-async def test_listener_without_ack_runs_at_once() -> None:
-    turns = AfterAckTurns(limit=1)
+async def test_event_listener_takes_a_turn_for_its_whole_call() -> None:
+    # bolt acknowledges an event before its listener runs, so the listener has no ack and
+    # all of its work is after-ack work.
+    turns = AfterAckTurns(limit=1, hold_seconds=30)
+    release = asyncio.Event()
+    started: list[str] = []
 
     @turns
-    async def listener(event: dict[str, Any]) -> str:
-        return str(event["type"])
+    async def listener(event: dict[str, Any]) -> None:
+        started.append(str(event["user"]))
+        await release.wait()
 
-    assert await listener(event={"type": "app_home_opened"}) == "app_home_opened"
+    first = asyncio.create_task(listener(event={"user": "U0AAA"}))
+    second = asyncio.create_task(listener(event={"user": "U0BBB"}))
+    await asyncio.sleep(0.05)
+    assert started == ["U0AAA"]
+    release.set()
+    async with asyncio.timeout(2):
+        await asyncio.gather(first, second)
+    assert started == ["U0AAA", "U0BBB"]
+
+
+async def test_drain_waits_for_event_listeners() -> None:
+    turns = AfterAckTurns(limit=1, hold_seconds=30)
+    published: list[str] = []
+
+    @turns
+    async def listener(event: dict[str, Any]) -> None:
+        await asyncio.sleep(0.1)
+        published.append(str(event["user"]))
+
+    task = asyncio.create_task(listener(event={"user": "U0AAA"}))
+    await asyncio.sleep(0)
+    await turns.drain(timeout=5)
+    assert published == ["U0AAA"]
+    assert task.done()
 
 
 @pytest.mark.parametrize(("limit", "hold"), [(0, 1.0), (1, 0.0)])
