@@ -255,8 +255,8 @@ async def serve(settings: Settings) -> None:
     if bot.socket_mode is not None:
         await bot.socket_mode.stop()
     await site.stop()
-    # Requests acknowledged just before the signal may still wait for their turn; their work
-    # (a run row, a decision) must happen before the engine's own work is waited for.
+    # Requests acknowledged just before the signal may still wait for their turn. Their work
+    # (a run row, a decision) must start before shutdown waits for the engine's own work.
     started = loop.time()
     await after_ack_turns.drain(SHUTDOWN_GRACE_SECONDS)
     await bot.engine.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))

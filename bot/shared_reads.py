@@ -16,7 +16,7 @@ class FreshSharedRead(Generic[T]):
     runs cannot use it, because that read may have begun before a change the caller must
     see, such as a secret added a moment ago. It waits for the next read instead, which
     starts when the running one ends and serves every caller that queued meanwhile. A burst
-    of fifty requests therefore costs two reads, not fifty, and none of them sees stale data.
+    of fifty requests therefore costs two reads, not fifty, and none of them returns stale data.
     A failed read raises its exception in each of its callers.
     """
 

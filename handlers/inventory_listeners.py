@@ -119,11 +119,11 @@ class InventoryCommands:
     async def status(self, parsed: StatusCommand) -> tuple[str, list[dict[str, Any]]]:
         """Build the status reply, sharing one that is being built for the same app.
 
-        Sorting and formatting every secret costs more than reading them, so a burst of
-        `/secret status` during an incident shares the whole reply, not only the read; the
-        event loop that acknowledges Slack's requests then does the work once. A reply
-        shared this way may miss a change committed after its read began, which a status
-        view can afford; nothing acts on it.
+        Sorting and formatting every secret costs more than reading them. A burst of
+        `/secret status` during an incident therefore shares the whole reply, not only the
+        read, so the event loop that acknowledges Slack's requests does the work once. A
+        reply shared this way may miss a change committed after its read began, which a
+        status view can afford because nothing acts on it.
         """
         building = self._status_replies.get(parsed.app)
         if building is None:

@@ -59,8 +59,8 @@ async def _parse_with_added(text: str, policy: Policy, engine: Engine) -> Comman
 
     The policies read last are tried first, because a read of the database before the ack
     waits behind the runs' work under load. No stored choice is ever removed, so a stale
-    copy lacks at most the names added since it was read, and that changes what a command
-    means in two ways only: a newly added name is rejected as unknown, or a newly added
+    copy lacks at most the names added since it was read. That changes what a command
+    means in two ways only. A newly added name is rejected as unknown, or a newly added
     lower-case name is taken for the first word of the reason.
     Either way the command is parsed again with a fresh read: after an error, and whenever
     the command has a reason. Concurrent commands share one read that began after each of them.

@@ -44,7 +44,7 @@ class AfterAckTurns:
         if limit < 1:
             raise ValueError(f"the number of after-ack turns must be at least 1, not {limit}")
         if hold_seconds <= 0:
-            raise ValueError(f"the longest hold of a turn must be more than 0 seconds, not {hold_seconds}")
+            raise ValueError(f"the maximum hold of a turn must be more than 0 seconds, not {hold_seconds}")
         self.limit = limit
         self.hold_seconds = hold_seconds
         # An asyncio semaphore belongs to the event loop that first waits on it.
@@ -69,14 +69,15 @@ class AfterAckTurns:
         async def in_turn(**arguments: Any) -> Any:
             ack = arguments.get("ack")
             turn: _Turn | None = None
-            asked = False
+            acknowledged = False
 
             async def ack_then_wait(*args: Any, **options: Any) -> Any:
-                nonlocal turn, asked
+                nonlocal turn, acknowledged
+                assert ack is not None  # only passed to listeners that take an ack
                 result = await ack(*args, **options)
                 # Only the first ack waits: a second one may not take a turn of its own.
-                if not asked:
-                    asked = True
+                if not acknowledged:
+                    acknowledged = True
                     turn = await self._take()
                 return result
 

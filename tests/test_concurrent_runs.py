@@ -1,5 +1,5 @@
 """Many runs started and approved at once in one bot process: every run succeeds, each
-secret is imported once, and the audit chain holds without a single append retry."""
+secret is imported once, and the audit chain stays intact without a single append retry."""
 
 from __future__ import annotations
 

@@ -147,7 +147,7 @@ async def test_created_schema_records_head_and_upgrades_as_noop(engines: tuple[A
 
 
 async def test_database_with_tables_is_not_created_over(tmp_path: Path) -> None:
-    # A database that holds tables but no revision is not empty: migrate leaves it to
+    # A database that contains tables but no revision is not empty: migrate leaves it to
     # alembic, which reports the clash. Creating from the models would have skipped the
     # existing table and built the rest around it without a word.
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")

@@ -247,7 +247,7 @@ async def test_home_rotate_added_secret(bot: BotProcess, driver: SlackDriver, sl
 
 async def test_lowercase_added_name_is_read_as_a_name(bot: BotProcess, driver: SlackDriver, slack: SlackStandin
                                                        ) -> None:
-    # A lower-case word after the names usually starts the reason; once `vendor_key` has been
+    # A lower-case word after the names usually starts the reason. Once `vendor_key` has been
     # added, the next command must read it as a secret, not file it as the reason.
     await add_secret(driver, slack, "vendor_key", priority="low", source="generated")
     response = await driver.slash_command(f"rotate JWT_SECRET vendor_key --app {APP}", user_id=REQUESTER,

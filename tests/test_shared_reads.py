@@ -41,7 +41,7 @@ async def test_burst_shares_two_reads() -> None:
     assert results == [0] * 21
 
 
-async def test_caller_never_gets_a_read_begun_before_its_call() -> None:
+async def test_read_begins_after_call() -> None:
     source = Source()
     shared = FreshSharedRead(source.read)
     early = asyncio.create_task(shared.get())
@@ -66,7 +66,7 @@ async def test_reads_again_after_the_last_one_ended() -> None:
     assert source.reads == 2
 
 
-async def test_failure_reaches_its_callers_and_the_next_read_runs() -> None:
+async def test_failure_reaches_waiting_callers() -> None:
     source = Source()
     source.fail = True
     shared = FreshSharedRead(source.read)

@@ -1,5 +1,5 @@
 """Turns after the acknowledgement: the ack goes out at once, a few listeners go on at a time,
-and a turn comes back when its listener ends, fails, or holds it too long."""
+and a turn comes back when its listener ends, fails, or keeps it past the time limit."""
 
 from __future__ import annotations
 
@@ -32,20 +32,20 @@ async def test_bolt_sees_the_listener_arguments() -> None:
 async def test_only_limit_listeners_go_on_at_once() -> None:
     turns = AfterAckTurns(limit=2, hold_seconds=30)
     running = 0
-    most = 0
+    max_running = 0
     acks = [RecordingAck() for _ in range(8)]
 
     @turns
     async def listener(ack: Any) -> None:
-        nonlocal running, most
+        nonlocal running, max_running
         await ack(text="ok")
         running += 1
-        most = max(most, running)
+        max_running = max(max_running, running)
         await asyncio.sleep(0.05)
         running -= 1
 
     await asyncio.gather(*(listener(ack=ack) for ack in acks))
-    assert most == 2
+    assert max_running == 2
     assert all(ack.calls == [{"text": "ok"}] for ack in acks)
 
 
@@ -118,28 +118,28 @@ async def test_turn_comes_back_after_failure() -> None:
 
 
 async def test_turn_is_given_back_once() -> None:
-    # A listener that outlives its hold gives the turn back on time and again at its end;
-    # only the first counts, or the limit would grow by one each time.
+    # A listener that outlives its hold gives the turn back on time and again at its end.
+    # Only the first may count, or the limit would grow by one each time.
     turns = AfterAckTurns(limit=1, hold_seconds=0.05)
     running = 0
-    most = 0
+    max_running = 0
 
     @turns
     async def listener(ack: Any) -> None:
-        nonlocal running, most
+        nonlocal running, max_running
         await ack()
         running += 1
-        most = max(most, running)
+        max_running = max(max_running, running)
         await asyncio.sleep(0.1)
         running -= 1
 
     await listener(ack=RecordingAck())
     await asyncio.gather(*(listener(ack=RecordingAck()) for _ in range(3)))
-    # Each of the three holds its turn for 0.05 s of its 0.1 s, so at most two overlap.
-    assert most <= 2
+    # Each of the three keeps its turn for 0.05 s of its 0.1 s, so at most two overlap.
+    assert max_running <= 2
 
 
-async def test_event_listener_takes_a_turn_for_its_whole_call() -> None:
+async def test_event_listener_waits_for_turn() -> None:
     # bolt acknowledges an event before its listener runs, so the listener has no ack and
     # all of its work is after-ack work.
     turns = AfterAckTurns(limit=1, hold_seconds=30)
