@@ -6,16 +6,17 @@ import asyncio
 import json
 import time
 from collections import Counter
+from urllib.parse import parse_qs, urlsplit
 
 from bench.environment import APPROVER, CHANNEL, REQUESTER, World, secret_name
-from bench.load import RequestRecorder, send_load
+from bench.load import Request, RequestRecorder, send_load
 from tests.botprocess import BotProcess
 from tests.flow import run_messages
 from tests.standins.slack_api import SlackStandin
 from tests.standins.slack_state import Message
 
 # The parent message's fallback text ends with ": <status>" (handlers/messages.py RUN_STATUS_TEXT).
-ENDED_TEXTS = ("done", "failed", "denied", "expired")
+ENDED_TEXTS = ("done", "failed", "denied", "expired", "cancelled")
 
 
 def run_status(message: Message) -> str:
@@ -54,6 +55,28 @@ async def wait_until_ended(slack: SlackStandin, timestamps: list[str], *, timeou
         if time.monotonic() > deadline:
             raise TimeoutError(f"runs still open after {timeout:.0f} s: {dict(statuses)}")
         await asyncio.sleep(0.5)
+
+
+async def wait_for_replies(slack: SlackStandin, commands: list[Request], *, timeout: float) -> None:
+    """Wait until the bot has posted to the response_url of every slash command in `commands`.
+
+    Raise TimeoutError naming how many replies arrived.
+    """
+    wanted: set[str] = set()
+    for command in commands:
+        urls = parse_qs(command["body"]).get("response_url")
+        if not urls:
+            raise ValueError("a slash command body without a response_url has no reply to wait for")
+        wanted.add(urlsplit(urls[0]).path)
+    deadline = time.monotonic() + timeout
+    while True:
+        posted = {call.path for call in slack.calls if call.method == "response_url"}
+        if wanted <= posted:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(wanted & posted)} of {len(wanted)} commands had a reply "
+                               f"within {timeout:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 async def complete_runs(world: World, bot: BotProcess, indices: list[int], *, concurrency: int,

@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--levels", default="50", help="acks: comma-separated numbers of concurrent clients")
     parser.add_argument("--requests", type=int, default=100, help="acks: requests of each kind per level")
     parser.add_argument("--kinds", default=",".join(KINDS),
-                        help="acks: comma-separated kinds to send (status, rotate, click); click needs rotate")
+                        help="acks: comma-separated kinds to send (help, status, rotate, click); click needs rotate")
     parser.add_argument("--profile", type=Path, default=None, help="acks: write a py-spy raw profile of the bot here")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, databases)")
     parser.add_argument("--bot-source", type=Path, default=None, metavar="DIR",

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import StorageError
+from bot.loop_local import LoopLocal
 from bot.storage.models import AuditRecord, utcnow
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,8 @@ MAX_APPEND_ATTEMPTS = 20
 # One lock per session factory and event loop. Without it, fifty steps finishing at once in
 # one process all read the same last record, all but one lose, and a step could exhaust its
 # retries while its own process kept winning the race against it.
-_append_locks: weakref.WeakKeyDictionary[
-    async_sessionmaker[AsyncSession], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-] = weakref.WeakKeyDictionary()
+_append_locks: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], LoopLocal[asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
 # Records read per query by verify_chain.
 VERIFY_BATCH_SIZE = 1000
 
@@ -108,19 +108,11 @@ async def append_with(
 
 
 def _append_lock(sessions: async_sessionmaker[AsyncSession]) -> asyncio.Lock:
-    """Return the lock that makes this process's appends through `sessions` take turns.
-
-    An asyncio lock belongs to the event loop that first waits on it, and one process can
-    run more than one loop (each asyncio.run makes a new one), so each loop gets its own.
-    """
-    by_loop = _append_locks.get(sessions)
-    if by_loop is None:
-        by_loop = _append_locks[sessions] = weakref.WeakKeyDictionary()
-    loop = asyncio.get_running_loop()
-    lock = by_loop.get(loop)
-    if lock is None:
-        lock = by_loop[loop] = asyncio.Lock()
-    return lock
+    """Return the lock, of the running event loop, that makes this process's appends through `sessions` take turns."""
+    locks = _append_locks.get(sessions)
+    if locks is None:
+        locks = _append_locks[sessions] = LoopLocal(asyncio.Lock)
+    return locks.get()
 
 
 async def _append_in(session: AsyncSession, entry: AuditEntry) -> AuditRecord:

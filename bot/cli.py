@@ -16,7 +16,7 @@ from bot.cli_inventory import sync
 from bot.cli_reminders import remind
 from bot.cli_run import run
 from bot.cli_status import status
-from bot.config import load_policy
+from bot.config import example_placeholders, load_policy
 from bot.errors import ConfigError, SecretbotError
 from bot.logs import configure_logging
 from bot.settings import load_settings
@@ -82,6 +82,9 @@ def check_config() -> None:
             f"{secret.source.value}" + (f", external: {secret.external}" if secret.external else "")
             + (", rotation opened automatically when due" if secret.auto_rotate else "")
         )
+    # Warnings, not errors: the file is valid, and the bot runs with it.
+    for warning in example_placeholders(policy):
+        click.echo(f"warning: {warning}")
 
 
 @main.group()

@@ -1,8 +1,9 @@
 """`secretbot check`: the pre-flight checks as a table, and an exit status for scripts.
 
 On a terminal the results are a rich table. Otherwise each check is one line that starts
-with its status, padded to a fixed width, then `ITEM: DETAIL`; a failure adds an
-indented `fix:` line. The last line counts the results. Scripts can rely on that layout.
+with its status, padded to a fixed width, then `ITEM: DETAIL`; a failure or a warning
+adds an indented `fix:` line. The last line counts the results. Scripts can rely on that
+layout.
 """
 
 from __future__ import annotations
@@ -26,19 +27,25 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 STATUS_WIDTH = max(len(status.value) for status in Status)
-STATUS_STYLES = {Status.OK: "green", Status.FAILED: "bold red", Status.SKIPPED: "yellow"}
+STATUS_STYLES = {Status.OK: "green", Status.WARNING: "bold yellow", Status.FAILED: "bold red",
+                 Status.SKIPPED: "yellow"}
 # Logged failures would repeat the rows, so the command logs nothing unless LOG_LEVEL is set.
 QUIET_LEVEL = "CRITICAL"
 
 
 def summary(results: Sequence[CheckResult]) -> str:
-    """Count the results by status, e.g. "6 ok, 1 failed, 1 skipped"."""
+    """Count the results by status, e.g. "6 ok, 1 failed, 1 skipped".
+
+    Warnings are counted only when there are some ("5 ok, 1 warning, 1 failed, 1 skipped"),
+    so the line of a run without them keeps the layout it had before warnings existed.
+    """
     counts = Counter(result.status for result in results)
-    return ", ".join(f"{counts[status]} {status.value}" for status in Status)
+    counted = [status for status in Status if status is not Status.WARNING or counts[status]]
+    return ", ".join(f"{counts[status]} {status.value}" for status in counted)
 
 
 def render_plain(results: Sequence[CheckResult]) -> list[str]:
-    """Render one line per check for logs and scripts; a failure is followed by its `fix:` line."""
+    """Render one line per check for logs and scripts; a failure or warning is followed by its `fix:` line."""
     lines = []
     for result in results:
         lines.append(f"{result.status.value:<{STATUS_WIDTH}}  {result.item}: {result.detail}")
@@ -64,8 +71,8 @@ def render_table(results: Sequence[CheckResult], console: Console) -> None:
 
 
 def exit_code(results: Sequence[CheckResult]) -> int:
-    """Return 0 when every check passed, else 1."""
-    return 0 if all(result.status is Status.OK for result in results) else 1
+    """Return 0 when every check passed, with or without a warning, else 1."""
+    return 0 if all(result.status in (Status.OK, Status.WARNING) for result in results) else 1
 
 
 @click.command("check")
@@ -77,7 +84,7 @@ def check(timeout: float) -> None:
 
     Checks the environment, secretbot.toml, the database and its schema, flyctl, the Slack
     token (auth.test), each configured app through flyctl (read-only) and the backup key.
-    Exits 0 when every check passes and 1 when any fails. It changes nothing: the database
+    Exits 0 when every check passes, warnings included, and 1 when any fails or is skipped. It changes nothing: the database
     is neither created nor migrated.
     """
     # Imported here because bot.server loads the whole Slack app, which only the Slack check needs.

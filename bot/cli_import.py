@@ -29,7 +29,7 @@ from bot.importing.apply import (
     ImportServices,
     apply_plan,
 )
-from bot.importing.envfile import EnvFile, read_env_file
+from bot.importing.envfile import EnvFile, check_values, read_env_file
 from bot.importing.plan import Change, ImportPlan, build_plan
 from bot.inventory import InventoryStore
 from bot.operations import new_operation_id
@@ -82,10 +82,11 @@ def import_file(file: Path, app: str | None, reason: str | None, yes: bool) -> N
             raise ConfigError("SECRETBOT_BACKUP_KEY is not set in this shell; `secretbot import` backs up every "
                               "value before it sets it, so set the key the bot runs with")
         env = read_env_file(file)
+        check_values(env, allows_whitespace=lambda name: _allows_whitespace(policy, target, name))
         _print_file_problems(env)
         if env.problems:
-            raise click.UsageError(f"{len(env.problems)} line(s) of {file} give no secret; fix them and run the "
-                                   "import again. Nothing was changed.")
+            raise click.UsageError(f"{len(env.problems)} line(s) of {file} give no secret or a rejected value; "
+                                   "fix them and run the import again. Nothing was changed.")
         if not env.values:
             raise click.UsageError(f"{file} sets no secret; nothing was changed")
         configure_logging("WARNING")
@@ -96,6 +97,11 @@ def import_file(file: Path, app: str | None, reason: str | None, yes: bool) -> N
         click.echo(f"secretbot: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(status)
+
+
+def _allows_whitespace(policy: Policy, app: str, name: str) -> bool:
+    secret = policy.secret_for(app, name)
+    return secret is not None and secret.allow_whitespace
 
 
 def _print_file_problems(env: EnvFile) -> None:

@@ -33,6 +33,7 @@ from bot.policy import (
     ValueFormat,
     builtin_policy,
 )
+from bot.value_checks import value_pattern_problem
 
 logger = logging.getLogger(__name__)
 
@@ -302,10 +303,9 @@ def _read_secret(reader: _Reader, name: str, entry: dict[str, Any], builtin: Sec
         if source is not Source.PROVIDER:
             raise reader.fail(f"{prefix}.value_pattern", 'only applies to source = "provider"')
         value_pattern = reader.string(entry["value_pattern"], f"{prefix}.value_pattern")
-        try:
-            re.compile(value_pattern)
-        except re.error as exc:
-            raise reader.fail(f"{prefix}.value_pattern", f"invalid regular expression: {exc}") from exc
+        pattern_problem = value_pattern_problem(value_pattern)
+        if pattern_problem is not None:
+            raise reader.fail(f"{prefix}.value_pattern", pattern_problem)
     revoke_instructions = builtin.revoke_instructions if builtin else None
     if "revoke_instructions" in entry:
         revoke_instructions = reader.string(entry["revoke_instructions"], f"{prefix}.revoke_instructions")
@@ -470,3 +470,31 @@ def _read_inventory(reader: _Reader, data: dict[str, Any]) -> InventorySettings:
                                              "inventory.sync_concurrency", minimum=1, maximum=MAX_SYNC_CONCURRENCY),
         default_priority=priority,
     )
+
+
+# The Slack IDs that secretbot.example.toml shows, some of them in commented-out lines. A
+# copied file that still contains one loads without error, but names no real channel or person.
+EXAMPLE_CHANNEL_IDS = frozenset({"C0123OPS", "C0456SEC"})
+EXAMPLE_PERSON_IDS = frozenset({"U0AAA", "U0BBB", "S0PLATFORM"})
+_FIND_CHANNEL_ID = "the ID from the channel's details in Slack, at the bottom of the About tab"
+_FIND_PERSON_ID = "IDs from your workspace: on each profile, More (⋯), then \"Copy member ID\""
+
+
+def example_placeholders(policy: Policy) -> list[str]:
+    """Return one warning for each key that still contains a placeholder ID of secretbot.example.toml."""
+    channels = {
+        "slack.channel": policy.slack.channel,
+        "slack.security_channel": policy.slack.security_channel,
+        "reminders.channel": policy.reminders.channel,
+    }
+    people = {"slack.approvers": policy.slack.approvers, "slack.operators": policy.slack.operators}
+    warnings = [
+        f"{key} is {value}, the placeholder from secretbot.example.toml; set it to {_FIND_CHANNEL_ID}"
+        for key, value in channels.items() if value in EXAMPLE_CHANNEL_IDS
+    ]
+    for key, ids in people.items():
+        placeholders = [person for person in ids if person in EXAMPLE_PERSON_IDS]
+        if placeholders:
+            warnings.append(f"{key} contains {', '.join(placeholders)}, the placeholders from "
+                            f"secretbot.example.toml; replace them with {_FIND_PERSON_ID}")
+    return warnings

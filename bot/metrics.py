@@ -38,7 +38,7 @@ STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600,
 # up to fly.deploy_timeout (900 s by default).
 FLYCTL_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
 
-# Run outcomes besides the terminal run statuses: a cancelled run is stored as failed.
+# The outcome of a run stopped on purpose, which is also its stored status.
 CANCELLED = "cancelled"
 
 # Why a flyctl call failed, as the `reason` label names it.

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import cached_property
 
 # Fly.io accepts letters, digits and underscores in secret names; a leading digit is
 # rejected here too because the value ends up as an environment variable.
@@ -196,7 +197,17 @@ class Policy:
 
     def with_added(self, added: Mapping[str, Mapping[str, SecretPolicy]]) -> Policy:
         """Return a copy of this policy with the stored choices of added secrets replaced by `added`."""
-        return replace(self, added=added)
+        copy = replace(self, added=added)
+        # Every command is parsed with such a copy, and it lists the same secrets, so an index
+        # of their names built on this policy carries over instead of being built per command.
+        if "lowercase_names" in self.__dict__:
+            copy.__dict__["lowercase_names"] = self.__dict__["lowercase_names"]
+        return copy
+
+    @cached_property
+    def lowercase_names(self) -> frozenset[str]:
+        """The names of the secrets this file lists, in lower case, to recognise a name typed in any case."""
+        return frozenset(name.lower() for name in self.secrets)
 
     def priority_of(self, name: str) -> Priority:
         """Return the configured priority of a secret, or the default for names the file does not list."""

@@ -1,8 +1,9 @@
 """Pre-flight checks for `secretbot check`: whether `secretbot serve` has what it needs.
 
-Each check yields one `CheckResult` that is ok, failed or skipped. A check is skipped
-when it needs something that an earlier check found missing, for example the apps when
-flyctl is not installed. Checks that wait on the network (database, flyctl, Slack, each
+Each check yields one `CheckResult` that is ok, warning, failed or skipped. A warning is
+something `serve` runs without but that an operator should know about, such as backups
+being off. A check is skipped when it needs something that an earlier check found
+missing, for example the apps when flyctl is not installed. Checks that wait on the network (database, flyctl, Slack, each
 app) run under a time limit, so one that hangs fails instead of stalling the command.
 
 No result contains a secret value: details carry names, versions, counts and error
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from bot.config import load_policy
+from bot.config import example_placeholders, load_policy
 from bot.errors import (
     CommandError,
     ConfigError,
@@ -35,8 +36,8 @@ from bot.errors import (
 )
 from bot.flyctl import FlyctlClient
 from bot.policy import Policy
-from bot.sealing import Sealer
-from bot.settings import Settings, load_settings
+from bot.sealing import NEW_KEY_COMMAND, Sealer
+from bot.settings import SECRET_VARIABLES, Settings, load_settings
 from bot.storage.db import create_engine, schema_is_current
 
 logger = logging.getLogger(__name__)
@@ -53,16 +54,6 @@ BACKSTOP_MARGIN = 1.0
 # (the apps) are skipped in that case.
 VERSION_ONLY_TOKEN = "not-used-by-flyctl-version"
 
-# Variables whose values must never appear in the output, masked as a last line of defence.
-SECRET_VARIABLES = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "SLACK_APP_TOKEN",
-    "FLY_API_TOKEN",
-    "SECRETBOT_BACKUP_KEY",
-    "SECRETBOT_S3_ACCESS_KEY_ID",
-    "SECRETBOT_S3_SECRET_ACCESS_KEY",
-)
 MASK = "«redacted»"
 # Shorter values are not masked: replacing "1" everywhere would garble the output.
 MIN_MASKED_LENGTH = 4
@@ -82,6 +73,7 @@ APPS = "apps"
 
 class Status(StrEnum):
     OK = "ok"
+    WARNING = "warning"
     FAILED = "failed"
     SKIPPED = "skipped"
 
@@ -98,6 +90,10 @@ class CheckResult:
 
 def _ok(item: str, detail: str) -> CheckResult:
     return CheckResult(item=item, status=Status.OK, detail=detail)
+
+
+def _warning(item: str, detail: str, *, fix: str) -> CheckResult:
+    return CheckResult(item=item, status=Status.WARNING, detail=detail, fix=fix)
 
 
 def _failed(item: str, detail: str, *, fix: str) -> CheckResult:
@@ -170,7 +166,7 @@ async def run_checks(
             _guarded(FLYCTL, _check_flyctl(flyctl, timeout=timeout)),
             _guarded(SLACK, _check_slack(settings, timeout=timeout, slack_auth_test=slack_auth_test)),
         )
-        results += [database, version, slack, _check_backup_key(settings)]
+        results += [database, version, slack, _check_backup_key(settings, policy)]
         results += await _check_apps(settings, policy, flyctl, flyctl_ok=version.status is Status.OK, timeout=timeout)
     return _masked(results, environ)
 
@@ -185,9 +181,10 @@ def _check_environment(settings: Settings) -> CheckResult:
             settings.require_slack()
     except ConfigError as exc:
         problems.append(str(exc))
-    if not settings.fly_api_token:
-        problems.append("missing environment variable FLY_API_TOKEN: set it to a Fly deploy or org token "
-                        "for the managed apps")
+    try:
+        settings.require_fly_api_token()
+    except ConfigError as exc:
+        problems.append(str(exc))
     if settings.log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL {settings.log_level!r} is not a logging level; use {', '.join(LOG_LEVELS)}")
     if problems:
@@ -222,8 +219,14 @@ def _check_configuration(settings: Settings) -> tuple[CheckResult, Policy | None
         detail = f"{source}: {' and '.join(missing)} not set, so the bot rejects every rotation"
         return _failed(CONFIGURATION, detail, fix=f"set {' and '.join(missing)} in secretbot.toml"), policy
     apps = len(policy.fly.apps)
-    return _ok(CONFIGURATION, f"{source}: {apps} app{'s' if apps != 1 else ''}, {len(policy.secrets)} secrets, "
-                              f"channel {policy.slack.channel}"), policy
+    summary = (f"{source}: {apps} app{'s' if apps != 1 else ''}, {len(policy.secrets)} secrets, "
+               f"channel {policy.slack.channel}")
+    placeholders = example_placeholders(policy)
+    if placeholders:
+        # Not a failure: the file is valid, and a test workspace may use such IDs on purpose.
+        return _warning(CONFIGURATION, f"{summary}; {'; '.join(placeholders)}",
+                        fix="replace the example IDs in secretbot.toml with your workspace's"), policy
+    return _ok(CONFIGURATION, summary), policy
 
 
 def _describe_database(url: str) -> str:
@@ -321,11 +324,19 @@ async def _check_slack(settings: Settings, *, timeout: float, slack_auth_test: S
     return _ok(SLACK, accepted)
 
 
-def _check_backup_key(settings: Settings) -> CheckResult:
-    create = "python3 -c 'import os, base64; print(base64.b64encode(os.urandom(32)).decode())'"
+def _check_backup_key(settings: Settings, policy: Policy | None) -> CheckResult:
+    """Check SECRETBOT_BACKUP_KEY: optional, unless secretbot.toml sets [backups.s3], which copies the backups."""
+    create = NEW_KEY_COMMAND
+    if not settings.backup_key and policy is not None and policy.backups.s3 is not None:
+        return _failed(BACKUP_KEY, "SECRETBOT_BACKUP_KEY is not set, so backups are off and [backups.s3] in "
+                                   "secretbot.toml has nothing to copy",
+                       fix=f"create a key with {create} and set it as SECRETBOT_BACKUP_KEY, "
+                           "or remove [backups.s3]")
     if not settings.backup_key:
-        return _failed(BACKUP_KEY, "SECRETBOT_BACKUP_KEY is not set, so backups and rollback are off",
-                       fix=f"create a key with {create} and set it as SECRETBOT_BACKUP_KEY")
+        return _warning(BACKUP_KEY, "SECRETBOT_BACKUP_KEY is not set, so no backups are kept: `/secret lost` "
+                                    "cannot restore a lost value and can only replace it, rollback is off, and a "
+                                    "value waiting on a manual step is lost if the bot restarts",
+                        fix=f"to keep backups, create a key with {create} and set it as SECRETBOT_BACKUP_KEY")
     try:
         sealer = Sealer.from_setting(settings.backup_key)
     except ConfigError as exc:

@@ -20,6 +20,9 @@ from bot.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 12
+# A command that prints a new key. `python3`, because many machines have no `python`.
+NEW_KEY_COMMAND = "python3 -c 'import os, base64; print(base64.b64encode(os.urandom(32)).decode())'"
+NEW_KEY_HINT = ("set it to the key the bot already uses, or create one with: " + NEW_KEY_COMMAND)
 
 
 class SealError(Exception):
@@ -47,12 +50,9 @@ class Sealer:
         try:
             key = base64.b64decode(encoded_key.strip(), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ConfigError(
-                "SECRETBOT_BACKUP_KEY is not valid base64; create one with: "
-                "python -c 'import os, base64; print(base64.b64encode(os.urandom(32)).decode())'"
-            ) from exc
+            raise ConfigError(f"SECRETBOT_BACKUP_KEY is not valid base64; {NEW_KEY_HINT}") from exc
         if len(key) != 32:
-            raise ConfigError(f"SECRETBOT_BACKUP_KEY must decode to 32 bytes, got {len(key)}")
+            raise ConfigError(f"SECRETBOT_BACKUP_KEY must decode to 32 bytes, got {len(key)}; {NEW_KEY_HINT}")
         return cls(key, ephemeral=False)
 
     def seal(self, value: str, *, context: str) -> bytes:

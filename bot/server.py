@@ -31,7 +31,7 @@ from bot.runbook.context import Services
 from bot.runbook.engine import Engine
 from bot.runbook.views import TERMINAL_STATUSES
 from bot.sealing import Sealer
-from bot.settings import Settings
+from bot.settings import Settings, remove_secrets_from_environment
 from bot.storage.db import create_engine, create_session_factory, migrate, schema_is_current
 from bot.storage.seen import SeenRequests
 from bot.summaries import SummaryPoster, SummaryQueue
@@ -70,26 +70,41 @@ class Bot:
 
 
 async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
+    """Check the settings, then create or migrate the database and wire the bot.
+
+    Everything that can be checked without the database comes first (variables, keys,
+    secretbot.toml, the Slack token), so a bad environment stops start-up before the
+    database file or the flyctl folders exist.
+    """
     app_token: str | None = None
     signing_secret: str | None = None
     if settings.slack_app_token is not None:
         token, app_token = settings.require_socket_mode()
     else:
         token, signing_secret = settings.require_slack()
+    fly_api_token = settings.require_fly_api_token()
+    remove_secrets_from_environment()
     policy = policy or load_policy(settings.config_path, required=settings.config_required)
+    # One key encrypts both the values waiting between steps and the backups.
+    sealer = Sealer.from_setting(settings.backup_key)
 
     metrics = BotMetrics()
     metrics.declare_runbooks(RUNBOOKS, (*TERMINAL_STATUSES, CANCELLED))
+    # Neither call opens a connection, so the database is not created yet.
     database = create_engine(settings.database_url)
-    await migrate(database)
     sessions = create_session_factory(database)
+    backups = build_backup_store(settings=settings, policy=policy, sessions=sessions,
+                                 sealer=None if sealer.ephemeral else sealer)
+    client = create_client(token=token, base_url=settings.slack_api_url, on_api_error=metrics.slack_api_error)
+    authorizer = SingleWorkspaceAuthorizer(client)
+    await authorizer.check()
 
+    await migrate(database)
     state_dir = _state_dir(settings)
     redactor = Redactor()
     flyctl = FlyctlClient(
         executable=settings.flyctl,
-        # An empty token stops start-up with an error naming FLY_API_TOKEN.
-        api_token=settings.fly_api_token or "",
+        api_token=fly_api_token,
         work_dir=state_dir / "flyctl-work",
         config_dir=state_dir / "flyctl-config",
         command_timeout=policy.fly.command_timeout,
@@ -97,16 +112,8 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
         redactor=redactor,
         metrics=metrics,
     )
-    # One key encrypts both the values waiting between steps and the backups.
-    sealer = Sealer.from_setting(settings.backup_key)
-    backups = build_backup_store(settings=settings, policy=policy, sessions=sessions,
-                                 sealer=None if sealer.ephemeral else sealer)
-    client = create_client(token=token, base_url=settings.slack_api_url, on_api_error=metrics.slack_api_error)
     services = Services(policy=policy, sessions=sessions, flyctl=flyctl, sealer=sealer, redactor=redactor,
                         backups=backups, people=People(directory=SlackDirectory(client)))
-
-    authorizer = SingleWorkspaceAuthorizer(client)
-    await authorizer.check()
     slack_app = create_app(client=client, authorizer=authorizer)
 
     engine: Engine

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,16 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///secretbot.db"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # The values of LOG_FORMAT; bot/logs.py has a formatter for each.
 LOG_FORMATS = ("text", "json")
+# The variables that hold secrets. `secretbot check` masks their values in its output.
+SECRET_VARIABLES = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "FLY_API_TOKEN",
+    "SECRETBOT_BACKUP_KEY",
+    "SECRETBOT_S3_ACCESS_KEY_ID",
+    "SECRETBOT_S3_SECRET_ACCESS_KEY",
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,13 @@ class Settings:
         if not self.slack_bot_token.startswith("xoxb-"):
             raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with 'xoxb-'")
         return self.slack_bot_token, check_app_token(self.slack_app_token or "")
+
+    def require_fly_api_token(self) -> str:
+        """Return the Fly API token, or raise naming FLY_API_TOKEN."""
+        if not self.fly_api_token:
+            raise ConfigError("missing environment variable FLY_API_TOKEN: set it to a Fly deploy or org token "
+                              "for the managed apps")
+        return self.fly_api_token
 
 
 # Only the characters are checked: a token pasted with a line break, a space or quotes is
@@ -142,3 +159,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         log_format=log_format,
     )
+
+
+def remove_secrets_from_environment(environ: MutableMapping[str, str] | None = None) -> None:
+    """Delete the secret variables from the process environment (`os.environ` by default).
+
+    `serve` calls this once the settings are read, so that the secrets reach only the code
+    that Settings hands them to. Libraries that read the environment by themselves then
+    find nothing: slack_bolt's AsyncApp (1.30) reads SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET
+    when it is built, and logs that the token "will be unused" because the bot passes its
+    own client. flyctl already gets an environment built from scratch (bot/flyctl/runner.py).
+    """
+    env = os.environ if environ is None else environ
+    for name in SECRET_VARIABLES:
+        env.pop(name, None)

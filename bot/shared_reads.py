@@ -1,4 +1,4 @@
-"""One database read shared by concurrent callers, never older than the call that waits for it."""
+"""Work shared by concurrent callers: a read never older than the call, or any run in progress."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+K = TypeVar("K")
 T = TypeVar("T")
 
 
@@ -48,3 +49,23 @@ class FreshSharedRead(Generic[T]):
         await asyncio.wait([previous])
         self._running, self._queued = self._queued, None
         return await self._read_now()
+
+
+class JoinedCalls(Generic[K, T]):
+    """Concurrent calls with the same key share one run of their work; a call after it ends starts another.
+
+    Unlike FreshSharedRead, a caller may get the result of a run that began before its
+    call, so only views that show data, where nothing acts on the result, use it.
+    A failed run raises its exception in each of its callers.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Future[T]] = {}
+
+    async def get(self, key: K, work: Callable[[], Awaitable[T]]) -> T:
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(work())
+            running.add_done_callback(lambda _done: self._running.pop(key, None))
+        # shield: one caller's cancellation must not cancel the run the others wait for.
+        return await asyncio.shield(running)

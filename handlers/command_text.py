@@ -187,8 +187,12 @@ def parse_command(text: str, policy: Policy, *, today: date | None = None) -> Co
     tokens = normalize(text).split()
     if not tokens or tokens[0].lower() in ("help", "-h", "--help"):
         return HelpCommand()
-    _reject_values(tokens, policy)
     verb = tokens[0].lower()
+    if verb == "cancel":
+        # Parsed before the check for values, whose error shows the usage of rotate, so that
+        # a malformed cancel (a bad run ID above all) is reported with cancel's usage.
+        return _parse_cancel(tokens[1:])
+    _reject_values(tokens, policy)
     if verb in RUN_USAGES:
         return _parse_rotate(tokens[1:], policy, kind=verb)
     if verb in CHANGE_USAGES:
@@ -292,14 +296,22 @@ def _parse_change(tokens: list[str], policy: Policy, *, kind: str) -> SecretChan
 
 
 def _parse_cancel(tokens: list[str]) -> CancelCommand:
-    if not tokens or not _RUN_ID.match(tokens[0].lower()):
-        shown = f" `{_shown(tokens[0])}` is not one." if tokens else ""
-        raise _usage_error(f"Name the run to cancel: its ID is the 12-character code in the run's message.{shown}",
+    if not tokens:
+        raise _usage_error("Name the run to cancel: its ID is the 12-character code in the run's message.",
                            CANCEL_USAGE)
-    reason = " ".join(tokens[1:]) or None
-    if reason is not None and (len(reason) > MAX_REASON_LENGTH or _REDACTOR.redact(reason) != reason):
-        raise _usage_error("Keep the reason short and free of keys or tokens.", CANCEL_USAGE)
-    return CancelCommand(run_id=tokens[0].lower(), reason=reason)
+    run_id, reason_tokens = tokens[0], tokens[1:]
+    if not _RUN_ID.match(run_id.lower()):
+        # A token with "=" may be a pasted NAME=value, so it is not quoted back.
+        subject = "The word after `cancel`" if "=" in run_id else f"`{_shown(run_id)}`"
+        raise _usage_error(f"{subject} is not a run ID: a run ID is the 12-character code of digits and letters "
+                           "a to f in the run's message.", CANCEL_USAGE)
+    if any("=" in token for token in reason_tokens):
+        raise _usage_error("Values are never typed in Slack; leave `NAME=value` out of the reason.", CANCEL_USAGE)
+    reason = " ".join(reason_tokens) or None
+    problem = reason_problem(reason) if reason is not None else None
+    if problem is not None:
+        raise _usage_error(problem, CANCEL_USAGE)
+    return CancelCommand(run_id=run_id.lower(), reason=reason)
 
 
 def rotate_target(app: str, name: str, policy: Policy) -> RotateCommand:
@@ -498,7 +510,7 @@ def _resolve_app(app: str | None, policy: Policy, usage: str = ROTATE_USAGE) -> 
 def _looks_like_name(token: str, policy: Policy) -> bool:
     if _UPPER_NAME.match(token) and len(token) > 1:
         return True
-    return any(token.lower() == name.lower() for name in policy.secrets)
+    return token.lower() in policy.lowercase_names
 
 
 def _unknown_secret(token: str, policy: Policy, *, after_names: bool, usage: str = ROTATE_USAGE) -> CommandError:

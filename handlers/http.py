@@ -30,6 +30,7 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.storage.seen import SeenRequests
+from handlers.turns import after_ack_turns
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class SlackEndpoint:
         self.seen = seen
 
     async def handle(self, request: web.Request) -> web.Response:
+        # Work that listeners do after their acks waits while requests are being acknowledged.
+        with after_ack_turns.acknowledging():
+            return await self._handle(request)
+
+    async def _handle(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return web.json_response({"error": "request too large"}, status=413)
         raw = bytearray()

@@ -25,6 +25,7 @@ from bot.inventory.sync import InventorySync
 from bot.overview import by_urgency, open_runs, secret_history
 from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
 from bot.runbook.engine import Engine
+from bot.shared_reads import JoinedCalls
 from handlers import messages, status_views
 from handlers.payloads import user_id_of
 from handlers.command_text import (
@@ -74,8 +75,8 @@ class InventoryCommands:
     inventory_sync: InventorySync | None
     start_rotation: StartRotation
     # Status replies being built, by app (None for all apps); see `status`.
-    _status_replies: dict[str | None, asyncio.Future[tuple[str, list[dict[str, Any]]]]] = field(
-        default_factory=dict, init=False)
+    _status_replies: JoinedCalls[str | None, tuple[str, list[dict[str, Any]]]] = field(
+        default_factory=JoinedCalls, init=False)
 
     # ------------------------------------------------------------------ slash commands
 
@@ -125,13 +126,7 @@ class InventoryCommands:
         reply shared this way may miss a change committed after its read began, which a
         status view can afford because nothing acts on it.
         """
-        building = self._status_replies.get(parsed.app)
-        if building is None:
-            building = asyncio.ensure_future(self._build_status(parsed.app))
-            self._status_replies[parsed.app] = building
-            building.add_done_callback(lambda _done: self._status_replies.pop(parsed.app, None))
-        # shield: one caller's cancellation must not cancel the reply the others wait for.
-        return await asyncio.shield(building)
+        return await self._status_replies.get(parsed.app, lambda: self._build_status(parsed.app))
 
     async def _build_status(self, app: str | None) -> tuple[str, list[dict[str, Any]]]:
         statuses = by_urgency(await self.engine.services.inventory.statuses(app=app, shared=True))

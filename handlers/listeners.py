@@ -54,25 +54,49 @@ _VALUE_PATTERN = re.compile(r"^([0-9a-f]{12}):([0-9]{1,3})$")
 _RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}\Z")
 
 
-async def _parse_with_added(text: str, policy: Policy, engine: Engine) -> Command:
-    """Parse a `/secret` command, accepting secrets added with `/secret add` by their stored policy.
+async def _parse_before_ack(text: str, policy: Policy, engine: Engine) -> tuple[Command, bool]:
+    """Parse a `/secret` command for its ack; return it and whether it must be parsed again after the ack.
 
-    The policies read last are tried first, because a read of the database before the ack
-    waits behind the runs' work under load. No stored choice is ever removed, so a stale
-    copy lacks at most the names added since it was read. That changes what a command
-    means in two ways only. A newly added name is rejected as unknown, or a newly added
-    lower-case name is taken for the first word of the reason.
-    Either way the command is parsed again with a fresh read: after an error, and whenever
-    the command has a reason. Concurrent commands share one read that began after each of them.
+    Secrets added with `/secret add` are accepted by their stored policy. The policies read
+    last are tried first, because a read of the database before the ack waits behind the
+    runs' work under load. No stored choice is ever removed, so a stale copy lacks at most
+    the names added since it was read, and that changes what a command means in two ways
+    only. A newly added name is rejected as unknown: the command is parsed again with a
+    fresh read before the ack, so the user never sees a wrong error. Or a newly added
+    lower-case name is taken for the first word of the reason: a command that starts a run
+    and has a reason is parsed again after the ack (`_parse_after_ack`), before anything starts.
     """
     try:
         parsed = parse_command(text, policy.with_added(engine.services.policy.added))
     except CommandError:
-        parsed = None
-    if parsed is not None and getattr(parsed, "reason", None) is None:
-        return parsed
+        return await _parse_fresh(text, policy, engine), False
+    return parsed, isinstance(parsed, RotateCommand | SecretChangeCommand) and parsed.reason is not None
+
+
+async def _parse_fresh(text: str, policy: Policy, engine: Engine) -> Command:
+    # Concurrent commands share one read that began after each of them (bot/shared_reads.py).
     added = await engine.services.refresh_added_policies()
     return parse_command(text, policy.with_added(added))
+
+
+async def _parse_after_ack(text: str, acknowledged: Command, policy: Policy, engine: Engine,
+                           respond: AsyncRespond) -> Command | None:
+    """Parse the command again with a fresh read, and reply to the user if it now reads differently.
+
+    Return the command to act on, or None when the fresh reading is an error (after replying with it).
+    """
+    try:
+        parsed = await _parse_fresh(text, policy, engine)
+    except CommandError as exc:
+        await respond(response_type="ephemeral", replace_original=False,
+                      text=f"{exc}\n(A secret was added with `/secret add` a moment ago, which changes how the "
+                           "command reads.) Nothing was started.")
+        return None
+    if parsed != acknowledged and isinstance(parsed, RotateCommand | SecretChangeCommand):
+        await respond(response_type="ephemeral", replace_original=False,
+                      text=f"A secret was added with `/secret add` a moment ago, so the command reads differently: "
+                           f"{messages.starting_ack(parsed.kind, parsed.names, parsed.app)}")
+    return parsed
 
 
 def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackObserver,
@@ -90,8 +114,9 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     @after_ack_turns
     async def secret_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         user_id = str(command.get("user_id", ""))
+        text = str(command.get("text", ""))
         try:
-            parsed = await _parse_with_added(str(command.get("text", "")), policy, engine)
+            parsed, parse_again = await _parse_before_ack(text, policy, engine)
         except CommandError as exc:
             # The reason is not logged: it may quote what the user typed, which could be a value.
             logger.info("command rejected user=%s", user_id)
@@ -110,9 +135,9 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             await ack(response_type="ephemeral", text=f"Cancelling run `{parsed.run_id}`…")
             result = await engine.cancel(run_id=parsed.run_id, user_id=user_id,
                                          reason=parsed.reason or "no reason given")
-            text = (messages.rejected_reply(result.reason) if isinstance(result, Rejected)
-                    else f"Run `{parsed.run_id}` is cancelled; nothing more will be changed by it.")
-            await respond(response_type="ephemeral", replace_original=False, text=text)
+            reply = (messages.rejected_reply(result.reason) if isinstance(result, Rejected)
+                     else f"Run `{parsed.run_id}` is cancelled; nothing more will be changed by it.")
+            await respond(response_type="ephemeral", replace_original=False, text=reply)
             return
         if policy.slack.channel is None:
             await ack(response_type="ephemeral",
@@ -120,6 +145,11 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
             return
 
         await ack(response_type="ephemeral", text=messages.starting_ack(parsed.kind, parsed.names, parsed.app))
+        if parse_again:
+            reread = await _parse_after_ack(text, parsed, policy, engine, respond)
+            if not isinstance(reread, RotateCommand | SecretChangeCommand):
+                return
+            parsed = reread
         if isinstance(parsed, SecretChangeCommand):
             await changes.start(parsed, user_id=user_id, reply=_ephemeral_reply(respond))
             return
@@ -235,6 +265,12 @@ async def _start_rotation(
                                     requester=user_id, reason=parsed.reason)
     if isinstance(result, AlreadyOpen):
         link = await observer.permalink(result.run_id)
+        if result.step_title is not None and result.step_status is not None:
+            await reply(messages.takeover_rejected_reply(
+                result.secret, parsed.app, run_id=result.run_id, step_title=result.step_title,
+                step_status=result.step_status, requester=result.requester, approvers=result.approvers,
+                permalink=link))
+            return
         await reply(messages.already_open_reply(result.secret, parsed.app, link))
         return
     if isinstance(result, Rejected):

@@ -38,6 +38,7 @@ RUN_STATUS_TEXT = {
     "failed": "failed",
     "denied": "denied",
     "expired": "expired",
+    "cancelled": "cancelled",
 }
 DECISION_VERBS = {
     "approve": "approved", "deny": "denied", "done": "confirmed", "enter": "answered", "expire": "expired",
@@ -173,9 +174,9 @@ def offers_recovery(run: RunView) -> bool:
 
 
 def offers_retry(run: RunView) -> bool:
-    """Return whether a run stopped with a failure or expired, so a Retry button starts it again."""
+    """Return whether a run stopped with a failure, expired or was cancelled, so a Retry button starts it again."""
     # A rollback is retried with the Roll back button of the run it rolls back.
-    return run.status in ("failed", "expired") and run.kind != "rollback"
+    return run.status in ("failed", "expired", "cancelled") and run.kind != "rollback"
 
 
 def _step_of_kind(run: RunView, kind: str) -> StepView | None:
@@ -407,6 +408,29 @@ def security_notice(run: RunView, permalink: str | None) -> str:
 def already_open_reply(secret: str, app: str, permalink: str | None) -> str:
     where = f": <{permalink}|open run>" if permalink else "."
     return f"{secret} on {app} already has a run in progress{where} Finish or stop that one first."
+
+
+def takeover_rejected_reply(secret: str, app: str, *, run_id: str, step_title: str, step_status: str,
+                            requester: str | None, approvers: tuple[str, ...], permalink: str | None) -> str:
+    """Explain why a compromise response could not take over the open run on the same secret."""
+    where = f" (<{permalink}|open run>)" if permalink else ""
+    cancellers = []
+    if requester is not None:
+        cancellers.append(f"{mention(requester)} (its requester)")
+    others = [user for user in approvers if user != requester]
+    if others:
+        cancellers.append("an approver: " + ", ".join(mention(user) for user in others))
+    who = " or ".join(cancellers) or "an approver listed in slack.approvers"
+    lines = [
+        f"{secret} on {app} already has run `{run_id}` in progress{where}, at step *{escape(step_title)}* "
+        f"({escape(step_status)}).",
+        "A compromise response takes over only a routine rotation that has not been approved yet, "
+        "so the compromised-secret runbook was not started.",
+        f"`/secret cancel {run_id} REASON` stops that run; {who} can cancel it.",
+    ]
+    if step_status == "running":
+        lines.append("A running step has to end before the run can be cancelled.")
+    return "\n".join(lines)
 
 
 def already_decided_reply(user_id: str, action: str, decided_at: datetime) -> str:

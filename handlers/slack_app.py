@@ -150,8 +150,29 @@ class SingleWorkspaceAuthorizer:
 
 
 def create_app(*, client: AsyncWebClient, authorizer: SingleWorkspaceAuthorizer) -> AsyncApp:
+    """Build the bolt app; each request's client gets the token from `authorizer`.
+
+    bolt copies the base URL, timeout and retry handlers of the client it is given into a
+    new client for every request, and sets that client's token from the authorize result.
+    It is given a copy without the token, because with both a token and `authorize`
+    bolt (1.30) logs at every start that the token will be ignored. bolt also reads the
+    SLACK_BOT_TOKEN variable, which `serve` removes from the environment before this runs
+    (`bot.settings.remove_secrets_from_environment`).
+    """
+    template = AsyncWebClient(
+        token=None,
+        base_url=client.base_url,
+        timeout=client.timeout,
+        ssl=client.ssl,
+        proxy=client.proxy,
+        session=client.session,
+        trust_env_in_session=client.trust_env_in_session,
+        headers=dict(client.headers),
+        logger=client.logger,
+        retry_handlers=client.retry_handlers,
+    )
     return AsyncApp(
-        client=client,
+        client=template,
         authorize=authorizer.as_function(),
         # handlers.http checks signatures itself so that no request body is ever logged.
         request_verification_enabled=False,

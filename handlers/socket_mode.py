@@ -44,6 +44,7 @@ from bot.errors import ConfigError
 from bot.storage.seen import SeenRequests
 from handlers.http import MalformedRequest, check_socket_payload, event_id_of
 from handlers.slack_app import create_client
+from handlers.turns import after_ack_turns
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,11 @@ class SocketModeReceiver:
         acknowledged, because the HTTP endpoint returns an error status for those. Slack
         then shows the user an error, or delivers an event again.
         """
+        # Work that listeners do after their acks waits while requests are being acknowledged.
+        with after_ack_turns.acknowledging():
+            await self._handle(client, request)
+
+    async def _handle(self, client: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:
         started = time.monotonic()
         envelope_type = str(request.type)
         envelope_id = request.envelope_id

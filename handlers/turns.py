@@ -4,8 +4,11 @@ bolt acknowledges as soon as a listener calls `ack()` and runs the rest of the l
 the background, on the same event loop that reads, checks and acknowledges the next
 request. During a burst (an incident, fifty people clicking) every listener's after-ack
 work is ready at once, and a new request's acknowledgement waits behind all of it in the
-loop's queue. Letting only a few listeners past their `ack()` at a time keeps that queue
-short: acknowledgements go out first, and the work follows in the order it arrived.
+loop's queue. So a listener past its `ack()` first waits until no request is being
+acknowledged (at most QUIET_WAIT_SECONDS, so a steady stream of requests cannot hold the
+work back for long), then for one of a few turns: the acknowledgements of a burst go out
+first, and the work follows in the order it arrived. The endpoints mark each request with
+`acknowledging()` from the moment it is read until its response is sent.
 Event listeners, which bolt acknowledges before calling them, take a turn before they start.
 Every call is tracked, so shutdown can finish the work it has acknowledged.
 """
@@ -13,11 +16,13 @@ Every call is tracked, so shutdown can finish the work it has acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+from bot.loop_local import LoopLocal
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +34,14 @@ AFTER_ACK_TURNS = 4
 # long work (`/secret sync` of every app, a diagnosis) holds up the others only briefly.
 # Most after-ack work (a run row, an audit record, one Slack post) ends well within it.
 TURN_HOLD_SECONDS = 0.1
+# How long, at most, a listener's after-ack work waits for a moment when no request is
+# being acknowledged. Slack's 3-second limit applies to the acknowledgement, not to this work, and
+# a burst of 200 requests is acknowledged in a fraction of a second.
+QUIET_WAIT_SECONDS = 1.0
+# How long no request must be in progress before the work goes on. Clients send their next
+# request a moment after reading a response, so during a burst the count of requests in
+# progress can touch zero between two waves; the benchmark saw this once per 50 requests.
+QUIET_AFTER_SECONDS = 0.02
 
 Listener = Callable[..., Awaitable[Any]]
 
@@ -40,27 +53,33 @@ class AfterAckTurns:
     expires 3 seconds after the click, and a wait for a turn could outlast it.
     """
 
-    def __init__(self, limit: int = AFTER_ACK_TURNS, hold_seconds: float = TURN_HOLD_SECONDS) -> None:
+    def __init__(self, limit: int = AFTER_ACK_TURNS, hold_seconds: float = TURN_HOLD_SECONDS,
+                 quiet_wait_seconds: float = QUIET_WAIT_SECONDS) -> None:
         if limit < 1:
             raise ValueError(f"the number of after-ack turns must be at least 1, not {limit}")
         if hold_seconds <= 0:
             raise ValueError(f"the maximum hold of a turn must be more than 0 seconds, not {hold_seconds}")
+        if quiet_wait_seconds < 0:
+            raise ValueError(f"the wait for no acknowledgement in progress must be 0 seconds or more, "
+                             f"not {quiet_wait_seconds}")
         self.limit = limit
         self.hold_seconds = hold_seconds
-        # An asyncio semaphore belongs to the event loop that first waits on it.
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary())
+        self.quiet_wait_seconds = quiet_wait_seconds
+        self._loops: LoopLocal[_LoopTurns] = LoopLocal(lambda: _LoopTurns(limit))
         # Listener calls in progress, so shutdown can wait for work it has acknowledged.
         self._running: set[asyncio.Task[Any]] = set()
         self._waiting = 0
         self._stopping = False
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = self._semaphores.get(loop)
-        if semaphore is None:
-            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.limit)
-        return semaphore
+    @contextlib.contextmanager
+    def acknowledging(self) -> Iterator[None]:
+        """Mark one request as being read, checked and acknowledged while the block runs."""
+        turns = self._loops.get()
+        turns.begin()
+        try:
+            yield
+        finally:
+            turns.end()
 
     def __call__(self, listener: Listener) -> Listener:
         # bolt reads the argument names through __wrapped__ (functools.wraps sets it) and
@@ -103,9 +122,16 @@ class AfterAckTurns:
         """Wait for a turn and return it; at shutdown, return None at once."""
         if self._stopping:
             return None
+        turns = self._loops.get()
         self._waiting += 1
         try:
-            turn = await _Turn.take(self._semaphore(), self.hold_seconds)
+            if not turns.quiet.is_set():
+                # Bounded, so a steady stream of requests cannot hold the work back for long.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(turns.quiet.wait(), self.quiet_wait_seconds)
+                if self._stopping:
+                    return None
+            turn = await _Turn.take(turns.semaphore, self.hold_seconds)
         finally:
             self._waiting -= 1
         return turn
@@ -119,12 +145,13 @@ class AfterAckTurns:
         which stops the process.
         """
         self._stopping = True
-        semaphore = self._semaphores.get(asyncio.get_running_loop())
-        if semaphore is not None:
+        turns = self._loops.existing()
+        if turns is not None:
+            turns.quiet.set()
             # An asyncio.Semaphore (unlike a BoundedSemaphore) may be released past its
             # limit, which wakes every waiter; the limit no longer matters at shutdown.
             for _ in range(self._waiting):
-                semaphore.release()
+                turns.semaphore.release()
         if not self._running:
             return
         logger.info("waiting for %d acknowledged request(s) to finish", len(self._running))
@@ -132,6 +159,35 @@ class AfterAckTurns:
         if pending:
             logger.warning("%d acknowledged request(s) still running after %.0f s at shutdown",
                            len(pending), timeout)
+
+
+class _LoopTurns:
+    """The turns of one event loop: asyncio primitives belong to the loop that first waits on them."""
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        # Set once no request has been in progress for QUIET_AFTER_SECONDS.
+        self.quiet = asyncio.Event()
+        self.quiet.set()
+        self.acknowledging = 0
+        self._settling: asyncio.TimerHandle | None = None
+
+    def begin(self) -> None:
+        self.acknowledging += 1
+        self.quiet.clear()
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
+
+    def end(self) -> None:
+        self.acknowledging -= 1
+        if self.acknowledging == 0:
+            self._settling = asyncio.get_running_loop().call_later(QUIET_AFTER_SECONDS, self._settled)
+
+    def _settled(self) -> None:
+        self._settling = None
+        if self.acknowledging == 0:
+            self.quiet.set()
 
 
 class _Turn:

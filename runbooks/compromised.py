@@ -22,4 +22,5 @@ COMPROMISED = Runbook(
         VerifyDeployment(),
         RecordIncident(),
     ),
+    needs_secret_policies=True,
 )

@@ -23,4 +23,5 @@ LOST = Runbook(
         VerifyDeployment(),
         Review(),
     ),
+    needs_secret_policies=True,
 )

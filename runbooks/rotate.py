@@ -22,4 +22,5 @@ ROTATE = Runbook(
         VerifyDeployment(),
         RecordRotation(),
     ),
+    needs_secret_policies=True,
 )

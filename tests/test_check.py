@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bot.cli_check import render_plain, render_table
+from bot.cli_check import exit_code, render_plain, render_table
 from bot.preflight import CheckResult, Status
 from bot.storage.db import create_engine, migrate
 from tests.botprocess import (
@@ -42,6 +42,10 @@ ALL_ITEMS = ("environment", "configuration", "database", "flyctl", "slack", "bac
 FLY_VALUES = ("old-jwt-secret-value", "old-webhook-token", "sk-old-openai-key", "staging-jwt-secret")
 # Short limits keep the hang tests quick; the normal runs never come close.
 SHORT_TIMEOUT = 2.0
+# The bot's test configuration with Slack IDs of its own, because the channel and approvers
+# of DEFAULT_CONFIG are the placeholders of secretbot.example.toml, about which check warns.
+CHECK_CONFIG = DEFAULT_CONFIG.replace('"C0123OPS"', '"C0TEAMOPS"').replace('"U0AAA", "U0BBB"', '"U0ALICE", "U0BOB"')
+S3_CONFIG = '\n[backups.s3]\nendpoint_url = "http://127.0.0.1:9"\nbucket = "secret-backups"\n'
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ async def database_url(tmp_path: Path) -> str:
 def environment(tmp_path: Path, slack: SlackStandin, flyctl_wrapper: Path, database_url: str) -> dict[str, str]:
     """The environment of a bot whose every check passes; tests change one variable each."""
     config = tmp_path / "secretbot.toml"
-    config.write_text(DEFAULT_CONFIG)
+    config.write_text(CHECK_CONFIG)
     # A folder with nothing in it: the command must not find a real flyctl by accident.
     empty_bin = tmp_path / "empty-bin"
     empty_bin.mkdir()
@@ -212,7 +216,7 @@ async def test_check_changes_nothing(tmp_path: Path, environment: dict[str, str]
     ("text", "expected"),
     [
         ("[slack\nchannel = 1\n", "invalid TOML"),
-        (DEFAULT_CONFIG + "\n[fly.extra]\nfoo = 1\n", "fly"),
+        (CHECK_CONFIG + "\n[fly.extra]\nfoo = 1\n", "fly"),
         ('[slack]\napprovers = ["U0AAA"]\n[fly]\napps = ["hotel-voice-bot"]\n', "[slack] channel"),
     ],
     ids=["bad-toml", "unknown-key", "no-channel"],
@@ -556,17 +560,13 @@ async def test_missing_slack_token_skips_slack(tmp_path: Path, environment: dict
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
-        (None, "SECRETBOT_BACKUP_KEY is not set"),
         ("not//base64!!" + "A" * 30, "not valid base64"),
         (base64.b64encode(bytes(range(16))).decode(), "must decode to 32 bytes, got 16"),
     ],
-    ids=["missing", "not-base64", "short"],
+    ids=["not-base64", "short"],
 )
-async def test_bad_backup_key(tmp_path: Path, environment: dict[str, str], key: str | None, expected: str) -> None:
-    if key is None:
-        del environment["SECRETBOT_BACKUP_KEY"]
-    else:
-        environment["SECRETBOT_BACKUP_KEY"] = key
+async def test_bad_backup_key(tmp_path: Path, environment: dict[str, str], key: str, expected: str) -> None:
+    environment["SECRETBOT_BACKUP_KEY"] = key
 
     run = await run_check(environment, cwd=tmp_path)
 
@@ -576,8 +576,55 @@ async def test_bad_backup_key(tmp_path: Path, environment: dict[str, str], key: 
     assert expected in row.detail
     assert row.fix is not None and "SECRETBOT_BACKUP_KEY" in row.fix
     assert_ok(run, "environment", "configuration", "database", "flyctl", "slack", *ALL_ITEMS[-2:])
-    if key is not None:
-        assert key not in run.stdout + run.stderr
+    assert key not in run.stdout + run.stderr
+
+
+async def test_missing_backup_key_warns(tmp_path: Path, environment: dict[str, str]) -> None:
+    del environment["SECRETBOT_BACKUP_KEY"]
+
+    run = await run_check(environment, cwd=tmp_path)
+
+    assert run.returncode == 0, run.stdout
+    row = run.rows["backup key"]
+    assert row.status == "warning"
+    assert "SECRETBOT_BACKUP_KEY is not set, so no backups are kept" in row.detail
+    assert "cannot restore a lost value" in row.detail
+    assert row.fix is not None and "python3 -c" in row.fix
+    assert_ok(run, "environment", "configuration", "database", "flyctl", "slack", *ALL_ITEMS[-2:])
+    assert run.stdout.splitlines()[-1] == f"{len(ALL_ITEMS) - 1} ok, 1 warning, 0 failed, 0 skipped"
+
+
+async def test_missing_backup_key_with_bucket_fails(tmp_path: Path, environment: dict[str, str]) -> None:
+    Path(environment["SECRETBOT_CONFIG"]).write_text(CHECK_CONFIG + S3_CONFIG)
+    environment["SECRETBOT_S3_ACCESS_KEY_ID"] = "bucket-key-id"
+    environment["SECRETBOT_S3_SECRET_ACCESS_KEY"] = "bucket-secret-key"
+    del environment["SECRETBOT_BACKUP_KEY"]
+
+    run = await run_check(environment, cwd=tmp_path)
+
+    assert run.returncode == 1
+    row = run.rows["backup key"]
+    assert row.status == "failed"
+    assert "[backups.s3]" in row.detail
+    assert row.fix is not None and "SECRETBOT_BACKUP_KEY" in row.fix
+    assert_ok(run, "configuration")
+
+
+# --- example placeholders -------------------------------------------------------------------------
+
+
+async def test_example_ids_warn_configuration(tmp_path: Path, environment: dict[str, str]) -> None:
+    Path(environment["SECRETBOT_CONFIG"]).write_text(DEFAULT_CONFIG)
+
+    run = await run_check(environment, cwd=tmp_path)
+
+    assert run.returncode == 0, run.stdout
+    row = run.rows["configuration"]
+    assert row.status == "warning"
+    assert "slack.channel is C0123OPS, the placeholder from secretbot.example.toml" in row.detail
+    assert "slack.approvers contains U0AAA, U0BBB" in row.detail
+    assert row.fix is not None and "secretbot.toml" in row.fix
+    assert_ok(run, "environment", "database", "flyctl", "slack", "backup key", *ALL_ITEMS[-2:])
 
 
 # --- usage and rendering ---------------------------------------------------------------------------
@@ -597,6 +644,8 @@ RESULTS = [
     CheckResult(item="slack", status=Status.OK, detail="token accepted"),
     CheckResult(item="app x", status=Status.SKIPPED, detail="not run because flyctl failed"),
 ]
+WARNING_RESULT = CheckResult(item="backup key", status=Status.WARNING, detail="SECRETBOT_BACKUP_KEY is not set",
+                             fix="set it")
 
 
 def test_table_keeps_brackets() -> None:
@@ -617,6 +666,19 @@ def test_plain_layout_is_stable() -> None:
         "skipped  app x: not run because flyctl failed",
         "1 ok, 1 failed, 1 skipped",
     ]
+
+
+def test_plain_layout_with_warning() -> None:
+    assert render_plain([*RESULTS, WARNING_RESULT])[-3:] == [
+        "warning  backup key: SECRETBOT_BACKUP_KEY is not set",
+        "         fix: set it",
+        "1 ok, 1 warning, 1 failed, 1 skipped",
+    ]
+
+
+def test_warning_alone_exits_0() -> None:
+    assert exit_code([RESULTS[1], WARNING_RESULT]) == 0
+    assert exit_code([*RESULTS, WARNING_RESULT]) == 1
 
 
 def test_password_in_slack_url_masked() -> None:

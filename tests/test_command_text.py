@@ -16,6 +16,7 @@ from handlers.command_text import (
     MAX_SECRETS_PER_RUN,
     ROTATE_USAGE,
     USAGES,
+    CancelCommand,
     HelpCommand,
     RotateCommand,
     help_text,
@@ -551,3 +552,33 @@ def test_any_text_parses_or_raises_command_error(text: str) -> None:
 def test_reason_with_provider_key_rejected(text: str) -> None:
     with pytest.raises(CommandError, match="looks like it contains a key"):
         parse_command(text, POLICY)
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+CANCEL_USAGE_LINE = "Usage: `/secret cancel RUN_ID [reason]`"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("cancel ' OR 1=1 --", "`'` is not a run ID"),
+        ("cancel", "Name the run to cancel"),
+        ("cancel 12345", "`12345` is not a run ID"),
+        ("cancel rotate JWT_SECRET", "`rotate` is not a run ID"),
+        (f"cancel JWT_SECRET={PASTED_VALUE}", "The word after `cancel` is not a run ID"),
+        (f"cancel 0123456789ab JWT_SECRET={PASTED_VALUE}", "leave `NAME=value` out of the reason"),
+        (f"cancel 0123456789ab {'x' * (MAX_REASON_LENGTH + 1)}", "keep it under"),
+    ],
+)
+def test_malformed_cancel_shows_cancel_usage(text: str, problem: str) -> None:
+    message = error_for(text)
+    assert problem in message
+    assert CANCEL_USAGE_LINE in message
+    assert ROTATE_USAGE not in message
+    assert PASTED_VALUE[:8] not in message
+
+
+def test_cancel_keeps_run_id_and_reason() -> None:
+    command = parse_command("cancel 0123456789AB started by mistake", POLICY)
+    assert command == CancelCommand(run_id="0123456789ab", reason="started by mistake")

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.botprocess import DEFAULT_CONFIG, SIGNING_SECRET, BotProcess
-from tests.conftest import APP, APPROVER, REQUESTER
+from tests.conftest import APP, APPROVER, BYSTANDER, REQUESTER
 from tests.flow import (
     CHANNEL,
     database_bytes,
     parent_step_lines,
     query,
+    response_texts,
     slack_traffic,
     thread_texts,
     wait_for_buttons,
@@ -146,3 +147,103 @@ async def test_failed_compromised_run_offers_no_rollback(
     parent = await wait_for_status(slack, await wait_for_parent(slack), "failed", timeout=60)
     assert "run_logs" not in json.dumps(parent.blocks)
     assert "run_rollback" not in json.dumps(parent.blocks)
+
+
+async def test_compromise_takes_over_waiting_rotation(
+    incident_bot: BotProcess, slack: SlackStandin, fly: FlyState
+) -> None:
+    driver = SlackDriver(bot_url=incident_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    rotation = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+    rotation_id = query(incident_bot.database, "SELECT id FROM runs")[0]["id"]
+
+    await driver.slash_command("compromised JWT_SECRET -- leaked in a support ticket", user_id=BYSTANDER,
+                               channel_id=CHANNEL)
+    incident = await wait_for_buttons(slack, await wait_for_parent(slack, index=1), "step_approve")
+    incident_id = query(incident_bot.database, "SELECT id FROM runs WHERE kind = 'compromised'")[0]["id"]
+    assert incident.ts != rotation.ts
+
+    rotation = await wait_for_status(slack, rotation, "cancelled")
+    first_line = parent_step_lines(rotation)[0]
+    assert first_line.startswith(":x:")
+    assert f"superseded by run {incident_id}" in first_line
+    assert "step_approve" not in json.dumps(rotation.blocks)
+    await slack.wait_for(lambda: any(f"superseded by run {incident_id}" in text and f"<@{BYSTANDER}>" in text
+                                     for text in thread_texts(slack, rotation)),
+                         description="takeover posted in the rotation's thread")
+    await slack.wait_for(lambda: any(f"run `{incident_id}`" in text for text in response_texts(slack, BYSTANDER)),
+                         description="compromise run started for the reporter")
+
+    ended = query(incident_bot.database, "SELECT event, actor, detail FROM audit_log WHERE run_id = ? AND event LIKE "
+                  "'run.%' AND event != 'run.requested'", rotation_id)
+    assert len(ended) == 1
+    assert ended[0]["event"] == "run.cancelled"
+    assert ended[0]["actor"] == BYSTANDER
+    assert json.loads(ended[0]["detail"])["superseded_by"] == incident_id
+    statuses = {row["id"]: row["status"] for row in query(incident_bot.database, "SELECT id, status FROM runs")}
+    assert statuses[incident_id] == "waiting"
+    assert statuses[rotation_id] == "cancelled"
+    assert fly.secret_value(APP, "JWT_SECRET") == "old-jwt-secret-value"
+
+
+async def test_compromise_refused_after_rotation_approved(
+    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
+) -> None:
+    # The secret is copied to an external system, so the approved rotation waits before Fly.
+    config = CONFIG + '\n[secrets.WAHA_WEBHOOK_TOKEN]\nexternal = "WAHA session webhook"\n'
+    slack.add_channel(SECURITY)
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, config=config,
+                         extra_env={"SECRETBOT_BACKUP_KEY": BACKUP_KEY})
+    await process.start()
+    try:
+        driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+        await driver.slash_command("rotate WAHA_WEBHOOK_TOKEN", user_id=REQUESTER, channel_id=CHANNEL)
+        rotation = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+        await driver.click(channel=CHANNEL, ts=rotation.ts, action_id="step_approve", user_id=APPROVER)
+        rotation = await wait_for_buttons(slack, rotation, "step_done")
+        rotation_id = query(process.database, "SELECT id FROM runs")[0]["id"]
+
+        await driver.slash_command("compromised WAHA_WEBHOOK_TOKEN -- leaked", user_id=BYSTANDER, channel_id=CHANNEL)
+        reply = await slack.wait_for(
+            lambda: next((text for text in response_texts(slack, BYSTANDER) if "already has run" in text), None),
+            description="takeover refusal")
+    finally:
+        await process.stop_async()
+
+    assert f"run `{rotation_id}`" in reply
+    assert "*Update the external service* (waiting)" in reply
+    assert f"/secret cancel {rotation_id}" in reply
+    assert f"<@{REQUESTER}> (its requester)" in reply
+    assert f"<@{APPROVER}>" in reply
+    statuses = [row["status"] for row in query(process.database, "SELECT status FROM runs")]
+    assert statuses == ["waiting"]
+
+
+async def test_takeover_racing_approval_one_wins(
+    incident_bot: BotProcess, slack: SlackStandin, fly: FlyState
+) -> None:
+    driver = SlackDriver(bot_url=incident_bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
+    rotation = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
+    rotation_id = query(incident_bot.database, "SELECT id FROM runs")[0]["id"]
+
+    await asyncio.gather(
+        driver.click(channel=CHANNEL, ts=rotation.ts, action_id="step_approve", user_id=APPROVER),
+        driver.slash_command("compromised JWT_SECRET -- leaked", user_id=BYSTANDER, channel_id=CHANNEL),
+    )
+    reply = await slack.wait_for(
+        lambda: next((text for text in response_texts(slack, BYSTANDER)
+                      if "already has run" in text or "Started" in text), None),
+        description="reply to the compromise command")
+    await asyncio.sleep(1)
+
+    runs = {row["kind"]: row["status"] for row in query(incident_bot.database, "SELECT kind, status FROM runs")}
+    approval = query(incident_bot.database, "SELECT status FROM steps WHERE run_id = ? AND position = 0", rotation_id)
+    if "Started" in reply:
+        assert runs["rotate"] == "cancelled"
+        assert approval[0]["status"] == "failed"
+        assert "compromised" in runs
+    else:
+        assert runs["rotate"] != "cancelled"
+        assert approval[0]["status"] != "failed"
+        assert "compromised" not in runs

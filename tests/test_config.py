@@ -675,3 +675,12 @@ async def test_fly_postgres_url_with_sslmode_connects() -> None:
             assert await connection.scalar(text("SELECT 1")) == 1
     finally:
         await engine.dispose()
+
+
+def test_lowercase_names_index_carries_over_to_copies_with_added_secrets(tmp_path: Path) -> None:
+    policy = load_policy(tmp_path / "absent.toml", required=False)
+    assert "jwt_secret" in policy.lowercase_names
+    copy = policy.with_added({"hotel-voice-bot": {}})
+    # Built once per loaded file, not once per command.
+    assert copy.lowercase_names is policy.lowercase_names
+    assert copy.added == {"hotel-voice-bot": {}}

@@ -28,7 +28,7 @@ from tests.standins.slack_api import SlackStandin
 SECRETBOT = Path(sys.executable).parent / "secretbot"
 
 # Twelve lines: comments, a blank line, an `export` prefix, single and double quotes, an
-# inline comment, an empty value and a double-quoted value over three lines.
+# inline comment, a value ending in `==` and a double-quoted value over three lines.
 ENV_FILE = """\
 # Secrets of hotel-voice-bot, copied from the old host
 export DATABASE_PASSWORD=pa55-w0rd-with-dashes
@@ -39,7 +39,7 @@ GREETING="double quoted with \\"escaped\\" quotes"
 TLS_KEY="-----BEGIN TEST KEY-----
 line-two-of-the-key
 -----END TEST KEY-----"
-EMPTY_OK=
+PADDED_OK=c2VjcmV0==
 JWT_SECRET=old-jwt-secret-value   # the value Fly already has
 WEBHOOK_URL=https://example.invalid/hook?a=1&b=2
 """
@@ -49,7 +49,7 @@ EXPECTED = {
     "API_TOKEN": "single quoted # not a comment",
     "GREETING": 'double quoted with "escaped" quotes',
     "TLS_KEY": "-----BEGIN TEST KEY-----\nline-two-of-the-key\n-----END TEST KEY-----",
-    "EMPTY_OK": "",
+    "PADDED_OK": "c2VjcmV0==",
     "JWT_SECRET": "old-jwt-secret-value",
     "WEBHOOK_URL": "https://example.invalid/hook?a=1&b=2",
 }
@@ -136,7 +136,7 @@ async def test_import_sets_file_in_one_call(importer: Importer, fly: FlyState, f
 
     assert first.returncode == 0, first.stdout + first.stderr
     listing = first.stdout
-    for name in ("DATABASE_PASSWORD", "API_TOKEN", "GREETING", "TLS_KEY", "EMPTY_OK", "WEBHOOK_URL"):
+    for name in ("DATABASE_PASSWORD", "API_TOKEN", "GREETING", "TLS_KEY", "PADDED_OK", "WEBHOOK_URL"):
         assert f"{name}" in listing
     assert "JWT_SECRET         changed  (line 11): Fly's value is unknown to secretbot" in listing
     assert "6 new, 1 changed, 0 unchanged." in listing
@@ -244,6 +244,41 @@ async def test_malformed_line_reported_by_number(importer: Importer, fly: FlySta
         assert text not in result.stdout + result.stderr
     assert not imports(fly, flyctl_log)
     assert fly.secret_value(APP, "GOOD") is None
+
+
+async def test_empty_value_rejected_with_yes(importer: Importer, fly: FlyState, flyctl_log: Path) -> None:
+    env_file = importer.workdir / "jwt.env"
+    env_file.write_text("# only the JWT secret\nJWT_SECRET=\n")
+    events_before = audit_events(importer.bot)
+
+    result = await importer.run(str(env_file), "--app", APP, "--yes")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "line 2: the value of JWT_SECRET is empty" in result.stderr
+    assert "Nothing was changed." in result.stderr
+    assert "changed  (line 2)" not in result.stdout
+    assert not imports(fly, flyctl_log)
+    assert fly.secret_value(APP, "JWT_SECRET") == "old-jwt-secret-value"
+    assert not query(importer.bot.database, "SELECT id FROM backups")
+    assert audit_events(importer.bot) == events_before
+
+
+async def test_invisible_character_rejects_whole_file(importer: Importer, fly: FlyState, flyctl_log: Path) -> None:
+    key = "sk-proj-Zq8nR2vX7mK4pL9s"
+    env_file = importer.workdir / "keys.env"
+    env_file.write_text(f"DATABASE_PASSWORD=pa55-w0rd-with-dashes\nOPENAI_API_KEY={key}\u200b\n"
+                        'GREETING="\u00a0hello"\n', encoding="utf-8")
+
+    result = await importer.run(str(env_file), "--app", APP, "--yes")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "line 2: the value of OPENAI_API_KEY contains U+200B ZERO WIDTH SPACE at position 25 of 25" in result.stderr
+    assert "line 3: the value of GREETING starts with U+00A0 NO-BREAK SPACE" in result.stderr
+    assert "2 line(s) of" in result.stderr
+    assert key not in result.stdout + result.stderr
+    assert not imports(fly, flyctl_log)
+    assert fly.secret_value(APP, "DATABASE_PASSWORD") is None
+    assert fly.secret_value(APP, "OPENAI_API_KEY") == "sk-old-openai-key"
 
 
 async def test_import_needs_backup_key(importer: Importer, fly: FlyState, flyctl_log: Path) -> None:

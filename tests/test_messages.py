@@ -83,7 +83,7 @@ def run_view(
     names: tuple[str, ...] = ("JWT_SECRET",),
 ) -> RunView:
     created = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-    finished = status in ("succeeded", "failed", "denied")
+    finished = status in ("succeeded", "failed", "denied", "cancelled")
     return RunView(
         id=RUN_ID,
         kind="rotate",
@@ -218,7 +218,7 @@ def test_finished_run_has_no_buttons(status: str) -> None:
     assert actions_blocks(blocks) == []
 
 
-@pytest.mark.parametrize("status", ["failed", "expired"])
+@pytest.mark.parametrize("status", ["failed", "expired", "cancelled"])
 def test_stopped_run_offers_only_retry(status: str) -> None:
     _, blocks = messages.parent_message(waiting_run(status=status, outcome="stopped"))
     buttons = [button["action_id"] for block in actions_blocks(blocks) for button in block["elements"]]
@@ -429,6 +429,15 @@ def test_summary_reply_of_denied_run_names_no_approver() -> None:
     assert "approved by" not in summary
 
 
+def test_cancelled_run_shown_as_cancelled() -> None:
+    steps = (approval(0, status="failed", actor=REQUESTER, detail="Cancelled: wrong secret"), step(1))
+    run = run_view(steps, status="cancelled", outcome="Cancelled: wrong secret")
+    text, blocks = messages.parent_message(run)
+    assert text.endswith(": cancelled")
+    assert any("status: *cancelled*" in block for block in texts_of(blocks))
+    assert "is *cancelled*" in messages.summary_reply(run)
+
+
 def test_summary_reply_duration() -> None:
     steps = (approval(0, status="done", actor=APPROVER), step(1, status="done"))
     summary = messages.summary_reply(run_view(steps, status="succeeded"))
@@ -449,3 +458,24 @@ def test_mention_of_terminal_actor_is_plain_text() -> None:
     assert messages.mention("terminal:<b>") == "terminal:&lt;b&gt;"
     assert messages.mention("U0BBB") == "<@U0BBB>"
     assert messages.mention("S0GROUP") == "<!subteam^S0GROUP>"
+
+
+def test_takeover_rejected_reply_names_cancellers() -> None:
+    reply = messages.takeover_rejected_reply("JWT_SECRET", "hotel-voice-bot", run_id=RUN_ID,
+                                             step_title="Update the Fly.io secret", step_status="running",
+                                             requester=REQUESTER, approvers=(REQUESTER, APPROVER), permalink=None)
+    assert f"run `{RUN_ID}`" in reply
+    assert "*Update the Fly.io secret* (running)" in reply
+    assert f"<@{REQUESTER}> (its requester) or an approver: <@{APPROVER}>" in reply
+    assert "A running step has to end" in reply
+
+
+def test_takeover_rejected_reply_without_requester() -> None:
+    # An automatic rotation's requester is the bot, which cannot cancel anything.
+    reply = messages.takeover_rejected_reply("JWT_SECRET", "hotel-voice-bot", run_id=RUN_ID,
+                                             step_title=HOSTILE, step_status="waiting", requester=None,
+                                             approvers=(APPROVER,), permalink=None)
+    assert "its requester" not in reply
+    assert f"an approver: <@{APPROVER}>" in reply
+    assert "A running step" not in reply
+    assert_no_injected_markup([reply])

@@ -237,10 +237,15 @@ async def test_cancel_frees_the_secret(
                          description="bystander may not cancel")
 
     await driver.slash_command(f"cancel {run_id} wrong secret", user_id=REQUESTER, channel_id=CHANNEL)
-    message = await wait_for_status(slack, parent, "failed")
+    message = await wait_for_status(slack, parent, "cancelled")
     assert "Cancelled: wrong secret" in str(message.blocks)
+    assert "status: *cancelled*" in str(message.blocks)
     assert "step_approve" not in str(message.blocks)
     assert imports_run(fly, flyctl_log) == 0
+    assert [row["status"] for row in query(bot.database, "SELECT status FROM runs")] == ["cancelled"]
+    ended = query(bot.database, "SELECT event, actor FROM audit_log WHERE run_id = ? AND event IN "
+                  "('run.cancelled', 'run.failed')", run_id)
+    assert [(row["event"], row["actor"]) for row in ended] == [("run.cancelled", REQUESTER)]
 
     await driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER, channel_id=CHANNEL)
     await wait_for_parent(slack, index=1)

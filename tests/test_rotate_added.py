@@ -258,3 +258,24 @@ async def test_lowercase_added_name_is_read_as_a_name(bot: BotProcess, driver: S
                                "WHERE r.kind = 'rotate'")
     assert sorted(row["name"] for row in rows) == ["JWT_SECRET", "vendor_key"]
     assert {row["reason"] for row in rows} == {None}
+
+
+async def test_name_added_by_another_process_is_read_again_after_the_ack(bot: BotProcess, driver: SlackDriver,
+                                                                         slack: SlackStandin) -> None:
+    # The row is written straight to the database, as another bot process sharing it would,
+    # so this bot's copy of the added policies does not have `vendor_key` yet: its ack reads
+    # the word as the reason, and the command is read again before anything starts.
+    now = midnight(day(0))
+    execute(bot.database, "INSERT INTO inventory (app, name, first_seen_at, last_seen_at, rotation_source, "
+                          "priority, value_source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            APP, "vendor_key", now, now, "unknown", "low", "generated")
+    response = await driver.slash_command(f"rotate JWT_SECRET vendor_key --app {APP}", user_id=REQUESTER,
+                                          channel_id=CHANNEL)
+    assert response.status == 200
+    await wait_for_parent(slack, index=0)
+    rows = query(bot.database, "SELECT s.name, r.reason FROM runs r JOIN run_secrets s ON s.run_id = r.id "
+                               "WHERE r.kind = 'rotate'")
+    assert sorted(row["name"] for row in rows) == ["JWT_SECRET", "vendor_key"]
+    assert {row["reason"] for row in rows} == {None}
+    notices = [str(call.args.get("text", "")) for call in slack.calls_to("response_url")]
+    assert any("reads differently" in text and "JWT_SECRET, vendor_key" in text for text in notices), notices

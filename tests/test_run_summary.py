@@ -36,9 +36,10 @@ async def test_cancelled_run_names_no_approver(bot: BotProcess, driver: SlackDri
     parent = await wait_for_buttons(slack, await wait_for_parent(slack), "step_approve")
     run_id = query(bot.database, "SELECT id FROM runs")[0]["id"]
     await driver.slash_command(f"cancel {run_id} not needed", user_id=REQUESTER, channel_id=CHANNEL)
-    await wait_for_status(slack, parent, "failed", timeout=20)
+    await wait_for_status(slack, parent, "cancelled", timeout=20)
     await asyncio.sleep(1)
     assert "approved by" not in summary(slack, parent)
+    assert "is *cancelled*" in summary(slack, parent)
 
 
 async def test_expired_run_names_no_approver(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> None:

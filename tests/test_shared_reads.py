@@ -1,5 +1,5 @@
-"""A read shared by concurrent callers: each gets a read that began after its call, and a
-burst of callers costs at most two reads."""
+"""Work shared by concurrent callers. A fresh read gives each caller a read that began after its
+call, and a burst of callers costs at most two reads; joined calls share the run in progress."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.shared_reads import FreshSharedRead
+from bot.shared_reads import FreshSharedRead, JoinedCalls
 
 
 class Source:
@@ -95,3 +95,44 @@ async def test_cancelled_caller_leaves_the_read_to_the_others() -> None:
     assert await staying == 0
     with pytest.raises(asyncio.CancelledError):
         await leaving
+
+
+async def test_joined_calls_share_one_run_per_key() -> None:
+    calls = JoinedCalls[str, int]()
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    async def work(key: str) -> int:
+        runs.append(key)
+        await release.wait()
+        return len(runs)
+
+    waiting = [asyncio.create_task(calls.get(key, lambda key=key: work(key))) for key in ("a", "a", "b", "a")]
+    await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(*waiting)
+    assert sorted(runs) == ["a", "b"]
+    assert results[0] == results[1] == results[3]
+    # A call after the run ended starts a new one.
+    assert await calls.get("a", lambda: work("a")) == 3
+
+
+async def test_joined_calls_fail_in_every_caller_and_survive_a_cancelled_one() -> None:
+    calls = JoinedCalls[str, int]()
+    release = asyncio.Event()
+
+    async def failing() -> int:
+        await release.wait()
+        raise OSError("database unreachable")
+
+    first = asyncio.create_task(calls.get("a", failing))
+    second = asyncio.create_task(calls.get("a", failing))
+    third = asyncio.create_task(calls.get("a", failing))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    release.set()
+    for task in (second, third):
+        with pytest.raises(OSError, match="unreachable"):
+            await task
+    with pytest.raises(asyncio.CancelledError):
+        await first

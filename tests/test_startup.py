@@ -160,3 +160,33 @@ async def test_healthz_reports_database(bot: BotProcess) -> None:
         async with session.get(f"{bot.url}/healthz") as response:
             assert response.status == 200
             assert (await response.json())["database"] == "ok"
+
+
+@pytest.mark.own_database
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("not//base64!!" + "A" * 30, "SECRETBOT_BACKUP_KEY is not valid base64"),
+        ("AAAA", "SECRETBOT_BACKUP_KEY must decode to 32 bytes, got 3"),
+    ],
+    ids=["not-base64", "short"],
+)
+def test_bad_backup_key_leaves_no_files(bot_dir: Path, flyctl_wrapper: Path, key: str, expected: str) -> None:
+    database = bot_dir / "secretbot.db"
+    bot = BotProcess(workdir=bot_dir, slack_api_url="http://127.0.0.1:9/api/", flyctl=flyctl_wrapper,
+                     extra_env={"DATABASE_URL": f"sqlite+aiosqlite:///{database}", "SECRETBOT_BACKUP_KEY": key})
+    result = run_serve(bot)
+    assert result.returncode == 2
+    assert expected in error_line(result.stderr)
+    assert "python3 -c" in result.stderr
+    assert key not in result.stderr
+    assert not database.exists()
+    assert not (bot_dir / "secretbot.seen-requests.db").exists()
+    assert not (bot_dir / ".secretbot").exists()
+
+
+async def test_startup_logs_no_bolt_token_warnings(bot: BotProcess) -> None:
+    log = bot.log()
+    assert "Slack token accepted" in log
+    assert "will be unused" not in log
+    assert "will be ignored" not in log

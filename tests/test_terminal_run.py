@@ -217,7 +217,7 @@ async def test_declined_step_cancels_before_fly(sqlite_terminal: Terminal, fly: 
     assert fly.secret_value(APP, "JWT_SECRET") == OLD_JWT
     assert not [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "declined at the terminal before step 'Update the Fly.io secret'" in runs[0]["outcome"]
     steps = query(sqlite_terminal.database, "SELECT status FROM steps ORDER BY position")
     assert [row["status"] for row in steps] == ["done", "done", "skipped", "failed", "pending", "pending"]
@@ -229,7 +229,7 @@ async def test_end_of_input_stops_run(sqlite_terminal: Terminal, fly: FlyState) 
     assert result.returncode == 1, result.output
     assert fly.secret_value(APP, "JWT_SECRET") == OLD_JWT
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "stopped at the terminal" in runs[0]["outcome"]
 
 
@@ -639,7 +639,7 @@ async def test_ctrl_c_at_prompt_stops_run(sqlite_terminal: Terminal, fly: FlySta
     assert process.returncode == 1, rest.decode()
     assert fly.secret_value(APP, "JWT_SECRET") == OLD_JWT
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "stopped at the terminal at step 'Approval'" in runs[0]["outcome"]
 
 
@@ -689,7 +689,7 @@ async def test_second_ctrl_c_stops_running_step(sqlite_terminal: Terminal, fly: 
 
     assert process.returncode == 1, rest.decode()
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     # The stopped import was settled by reading Fly's digests, so the outcome says what Fly holds.
     assert "Cancelled: the run was interrupted at the terminal" in runs[0]["outcome"]
     assert "Fly" in runs[0]["outcome"]
@@ -723,7 +723,7 @@ async def test_sigterm_during_import_settles(sqlite_terminal: Terminal, fly: Fly
     assert process.returncode == 1, output
     assert "SIGTERM: stopping the run" in output
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "Cancelled: the run was stopped by SIGTERM" in runs[0]["outcome"]
     settled = query(sqlite_terminal.database, "SELECT COUNT(*) AS n FROM audit_log WHERE event = 'fly.import.settled'")
     assert settled[0]["n"] == 1
@@ -751,7 +751,7 @@ async def test_sighup_at_prompt_stops_run(sqlite_terminal: Terminal, fly: FlySta
     assert process.returncode == 1, rest.decode()
     assert fly.secret_value(APP, "JWT_SECRET") == OLD_JWT
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "stopped by SIGHUP at step 'Approval'" in runs[0]["outcome"]
 
 
@@ -824,7 +824,7 @@ async def test_abandon_run_whose_process_died(sqlite_terminal: Terminal, fly: Fl
     assert result.returncode == 0, result.output
     assert "That step was running" in result.output
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "Cancelled: the run was abandoned by local:" in runs[0]["outcome"]
     assert query(sqlite_terminal.database, "SELECT COUNT(*) AS n FROM app_locks")[0]["n"] == 0
     assert query(sqlite_terminal.database, "SELECT COUNT(*) AS n FROM run_secrets WHERE open IS NOT NULL"
@@ -833,7 +833,7 @@ async def test_abandon_run_whose_process_died(sqlite_terminal: Terminal, fly: Fl
                                             "SELECT event FROM audit_log WHERE run_id = ? ORDER BY id", run_id)]
     assert "run.abandoned" in events
     assert "fly.import.settled" in events
-    assert events[-1] == "run.failed"
+    assert events[-1] == "run.cancelled"
 
 
 async def test_abandon_refuses_slack_and_ended_runs(sqlite_terminal: Terminal) -> None:
@@ -877,7 +877,7 @@ async def test_piped_yes_rejected_as_value(sqlite_terminal: Terminal, fly: FlySt
     assert fly.secret_value(APP, "OPENAI_API_KEY") == old_value
     assert not [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "were rejected 3 times" in runs[0]["outcome"]
 
 
@@ -890,6 +890,19 @@ async def test_short_value_refused_then_accepted(sqlite_terminal: Terminal, fly:
     assert result.returncode == 0, result.output
     assert "that is an answer to a yes/no prompt" in result.output
     assert "the value is 4 characters long" in result.output
+    assert fly.secret_value(APP, "OPENAI_API_KEY") == value
+
+
+async def test_invisible_and_empty_values_rejected(sqlite_terminal: Terminal, fly: FlyState) -> None:
+    value = "sk-proj-" + "W9c" * 15
+    answers = f"y\ny\ny\n{value}\u200b\n\n{value}\ny\ny\ny\nA review.\n"
+
+    result = await sqlite_terminal.run("lost", "OPENAI_API_KEY", answers=answers)
+
+    assert result.returncode == 0, result.output
+    assert "U+200B ZERO WIDTH SPACE at position 54 of 54" in result.output
+    assert "The value is empty" in result.output
+    assert value not in result.output
     assert fly.secret_value(APP, "OPENAI_API_KEY") == value
 
 
@@ -919,11 +932,24 @@ async def test_choice_stops_after_three_invalid(sqlite_terminal: Terminal, fly: 
     assert "No valid choice after 3 invalid entries" in result.output
     assert fly.secret_value(APP, "JWT_SECRET") == deployed
     runs = query(sqlite_terminal.database, "SELECT status, outcome FROM runs WHERE kind = 'lost'")
-    assert runs[0]["status"] == "failed"
+    assert runs[0]["status"] == "cancelled"
     assert "Cancelled: no valid choice was given in 3 answers at step 'Check backups'" in runs[0]["outcome"]
 
 
 # ----------------------------------------------------------------------------- the database file
+
+
+async def test_bad_backup_key_leaves_no_new_database(sqlite_terminal: Terminal, fly: FlyState) -> None:
+    sqlite_terminal.create_database = False
+    sqlite_terminal.extra_env["SECRETBOT_BACKUP_KEY"] = "too-short"
+    database_file = sqlite_terminal.workdir / "secretbot.db"
+
+    refused = await sqlite_terminal.run("rotate", "JWT_SECRET", "--new-database", answers=ALL_YES)
+
+    assert refused.returncode == 2, refused.output
+    assert "SECRETBOT_BACKUP_KEY" in refused.output
+    assert not database_file.exists()
+    assert fly.secret_value(APP, "JWT_SECRET") == OLD_JWT
 
 
 async def test_missing_sqlite_file_is_refused(sqlite_terminal: Terminal, fly: FlyState) -> None:

@@ -243,3 +243,95 @@ async def test_second_ack_takes_no_second_turn() -> None:
     async with asyncio.timeout(2):
         await acks_twice(ack=RecordingAck())
         assert await quick(ack=RecordingAck()) == "done"
+
+
+def signalling_listener(turns: AfterAckTurns, done: asyncio.Event) -> Any:
+    """A listener in `turns` that sets `done` once its after-ack work runs."""
+
+    @turns
+    async def listener(ack: Any) -> None:
+        await ack()
+        done.set()
+
+    return listener
+
+
+async def test_work_waits_until_no_request_is_being_acknowledged() -> None:
+    turns = AfterAckTurns(limit=4, hold_seconds=30, quiet_wait_seconds=30)
+    order: list[str] = []
+
+    @turns
+    async def listener(ack: Any) -> None:
+        await ack()
+        order.append("work")
+
+    with turns.acknowledging():
+        task = asyncio.create_task(listener(ack=RecordingAck()))
+        await asyncio.sleep(0.05)
+        # The request that is still being acknowledged holds the work back.
+        assert order == []
+        order.append("acknowledged")
+    await asyncio.wait_for(task, 1)
+    assert order == ["acknowledged", "work"]
+
+
+async def test_work_waits_for_the_last_of_overlapping_acknowledgements() -> None:
+    turns = AfterAckTurns(limit=4, hold_seconds=30, quiet_wait_seconds=30)
+    done = asyncio.Event()
+    listener = signalling_listener(turns, done)
+
+    first = turns.acknowledging()
+    first.__enter__()
+    with turns.acknowledging():
+        task = asyncio.create_task(listener(ack=RecordingAck()))
+        first.__exit__(None, None, None)
+        await asyncio.sleep(0.05)
+        assert not done.is_set()
+    await asyncio.wait_for(task, 1)
+    assert done.is_set()
+
+
+async def test_work_goes_on_after_the_quiet_wait_runs_out() -> None:
+    # A steady stream of requests must not hold acknowledged work back for long.
+    turns = AfterAckTurns(limit=4, hold_seconds=30, quiet_wait_seconds=0.1)
+    done = asyncio.Event()
+    listener = signalling_listener(turns, done)
+
+    with turns.acknowledging():
+        task = asyncio.create_task(listener(ack=RecordingAck()))
+        await asyncio.wait_for(done.wait(), 2)
+    await task
+
+
+async def test_drain_wakes_work_that_waits_for_quiet() -> None:
+    turns = AfterAckTurns(limit=4, hold_seconds=30, quiet_wait_seconds=30)
+    done = asyncio.Event()
+    listener = signalling_listener(turns, done)
+
+    with turns.acknowledging():
+        task = asyncio.create_task(listener(ack=RecordingAck()))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(turns.drain(timeout=5), 2)
+        assert done.is_set()
+    await task
+
+
+def test_a_negative_quiet_wait_is_refused() -> None:
+    with pytest.raises(ValueError, match="-1"):
+        AfterAckTurns(quiet_wait_seconds=-1)
+
+
+async def test_a_moment_between_two_requests_does_not_release_the_work() -> None:
+    # During a burst, clients send their next request just after reading a response, so the
+    # count of requests in progress can touch zero between them.
+    turns = AfterAckTurns(limit=4, hold_seconds=30, quiet_wait_seconds=30)
+    done = asyncio.Event()
+    listener = signalling_listener(turns, done)
+    with turns.acknowledging():
+        task = asyncio.create_task(listener(ack=RecordingAck()))
+        await asyncio.sleep(0.01)
+    with turns.acknowledging():
+        await asyncio.sleep(0.05)
+        assert not done.is_set()
+    await asyncio.wait_for(task, 1)
+    assert done.is_set()

@@ -6,9 +6,12 @@ import asyncio
 import base64
 import json
 import sys
+import time
 from pathlib import Path
 
-from tests.botprocess import SIGNING_SECRET, BotProcess
+import aiohttp
+
+from tests.botprocess import DEFAULT_CONFIG, SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, BYSTANDER, REQUESTER
 from tests.flow import (
     CHANNEL,
@@ -85,6 +88,53 @@ async def test_bad_value_gets_inline_error(
     assert "Enter a value" in empty.json()["errors"][BLOCK]
     assert fly.secret_value(APP, "OPENAI_API_KEY") == "sk-old-openai-key"
     assert parent_step_lines(slack.message(CHANNEL, parent.ts))[1].startswith(":raised_hand:")
+
+
+async def test_zero_width_space_gets_inline_error(driver: SlackDriver, slack: SlackStandin, fly: FlyState) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    view = await open_form(driver, slack, parent, APPROVER)
+
+    pasted = "sk-proj-Zq8nR2vX7mK4pL9s\u200b"
+    response = await driver.submit_view(view_id=view.id, user_id=APPROVER, values={BLOCK: {"value": pasted}})
+
+    body = response.json()
+    assert body["response_action"] == "errors"
+    assert "U+200B ZERO WIDTH SPACE at position 25 of 25" in body["errors"][BLOCK]
+    assert "Zq8nR2vX7mK4pL9s" not in response.text
+    assert fly.secret_value(APP, "OPENAI_API_KEY") == "sk-old-openai-key"
+
+
+async def test_backtracking_pattern_keeps_bot_responsive(
+    bot_dir: Path, slack: SlackStandin, fly: FlyState, flyctl_wrapper: Path
+) -> None:
+    # `(a|aa)+` passes the configuration check, and Python's re would need hours for this value.
+    config = DEFAULT_CONFIG + '\n[secrets.OPENAI_API_KEY]\nvalue_pattern = "(a|aa)+"\n'
+    process = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper, config=config)
+    await process.start()
+    driver = SlackDriver(bot_url=process.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    try:
+        parent = await approve_provider_rotation(driver, slack)
+        view = await open_form(driver, slack, parent, APPROVER)
+
+        started = time.monotonic()
+        submission = asyncio.create_task(
+            driver.submit_view(view_id=view.id, user_id=APPROVER, values={BLOCK: {"value": "a" * 60 + "!"}}))
+        health_statuses = []
+        async with aiohttp.ClientSession(trust_env=False) as session:
+            while not submission.done() and time.monotonic() - started < 30:
+                async with session.get(f"{process.url}/healthz", timeout=aiohttp.ClientTimeout(total=10)) as health:
+                    health_statuses.append(health.status)
+                await asyncio.sleep(0.05)
+        response = await asyncio.wait_for(submission, timeout=1)
+    finally:
+        await process.stop_async()
+
+    assert health_statuses
+    assert set(health_statuses) == {200}
+    body = response.json()
+    assert body["response_action"] == "errors"
+    assert "took longer than" in body["errors"][BLOCK]
+    assert fly.secret_value(APP, "OPENAI_API_KEY") == "sk-old-openai-key"
 
 
 async def test_bystander_cannot_enter_value(driver: SlackDriver, slack: SlackStandin) -> None:

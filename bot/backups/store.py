@@ -31,7 +31,7 @@ from bot.backups.records import (
 from bot.backups.s3 import S3Copy, S3CopyError
 from bot.errors import StorageError
 from bot.policy import Policy
-from bot.sealing import Sealer
+from bot.sealing import NEW_KEY_COMMAND, Sealer
 from bot.settings import Settings
 from bot.storage.models import Backup, utcnow
 
@@ -46,8 +46,7 @@ RETRY_JITTER_SECONDS = 0.02
 
 DISABLED_MESSAGE = (
     "backups are off because SECRETBOT_BACKUP_KEY is not set; set it to a base64 key of 32 random bytes "
-    "(python -c 'import os, base64; print(base64.b64encode(os.urandom(32)).decode())') and keep a copy "
-    "away from the bot's host"
+    f"({NEW_KEY_COMMAND}) and keep a copy away from the bot's host"
 )
 
 

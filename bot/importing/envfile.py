@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dotenv.parser import parse_stream
 
 from bot.errors import CommandError
 from bot.policy import SECRET_NAME_PATTERN
+from bot.value_checks import value_problem
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ MAX_FILE_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class LineProblem:
-    """A line of the file that gives no secret; `reason` never quotes the line."""
+    """A line of the file that gives no secret or a rejected value; `reason` never quotes the value."""
 
     line: int
     reason: str
@@ -91,3 +93,16 @@ def parse_env_text(text: str, *, path: Path) -> EnvFile:
 
     logger.info("env file read path=%s secrets=%d problems=%d", path, len(env.values), len(env.problems))
     return env
+
+
+def check_values(env: EnvFile, *, allows_whitespace: Callable[[str], bool]) -> None:
+    """Add a problem, naming the secret and its line, for each value that the value form would also reject.
+
+    `allows_whitespace(name)` is the secret's allow_whitespace setting. Only the value that
+    the import would set is checked: for a name set twice, the last line's.
+    """
+    for name, value in env.values.items():
+        problem = value_problem(value, allow_whitespace=allows_whitespace(name), subject=f"the value of {name}")
+        if problem is not None:
+            env.problems.append(LineProblem(env.lines[name], problem))
+    env.problems.sort(key=lambda problem: problem.line)

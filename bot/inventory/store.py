@@ -21,6 +21,7 @@ from bot.clock import Clock, SystemClock
 from bot.errors import CommandError
 from bot.inventory.schedule import Assessor, SecretStatus
 from bot.policy import Policy
+from bot.shared_reads import JoinedCalls
 from bot.storage.models import InventorySecret, RunSecret, UTCDateTime
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class InventoryStore:
         # Shared reads in progress by app (None for all apps). A `/secret status` typed by
         # many people at once then costs one read, not one each: reading 10,000 rows takes
         # 0.3 s of the event loop that also acknowledges Slack's requests.
-        self._shared_reads: dict[str | None, asyncio.Future[list[SecretStatus]]] = {}
+        self._shared_reads: JoinedCalls[str | None, list[SecretStatus]] = JoinedCalls()
 
     async def statuses(self, *, app: str | None = None, shared: bool = False) -> list[SecretStatus]:
         """Return every secret present on Fly (of one app, or all), ordered by app and name.
@@ -52,13 +53,7 @@ class InventoryStore:
         """
         if not shared:
             return await self._read_statuses(app)
-        reading = self._shared_reads.get(app)
-        if reading is None:
-            reading = asyncio.ensure_future(self._read_statuses(app))
-            self._shared_reads[app] = reading
-            reading.add_done_callback(lambda _done: self._shared_reads.pop(app, None))
-        # shield: one caller's cancellation must not cancel the read the others wait for.
-        return list(await asyncio.shield(reading))
+        return list(await self._shared_reads.get(app, lambda: self._read_statuses(app)))
 
     async def _read_statuses(self, app: str | None) -> list[SecretStatus]:
         # Core rows of the columns assess reads, not ORM entities: at 10,000 secrets, loading

@@ -23,11 +23,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import audit
 from bot.errors import SecretbotError
 from bot.logs import RunContext, run_context
-from bot.metrics import CANCELLED, BotMetrics
-from bot.runbook.context import Services, StepContext
+from bot.metrics import BotMetrics
+from bot.runbook.context import AUTOMATIC_REQUESTER, Services, StepContext
+from bot.runbook.guards import checks_configuration, configuration_problem
+from bot.runbook.takeover import (
+    COMPROMISED_KIND,
+    OpenRun,
+    may_take_over,
+    open_runs,
+    take_over_rotations,
+)
 from bot.runbook.steps import Decision as StepDecision
 from bot.runbook.steps import RESTART_CAUSE, Done, Failed, Runbook, Skipped, StepKind, StepOutcome, Waiting
-from bot.runbook.views import RunObserver, RunView, SecretView, StepView
+from bot.runbook.views import CANCELLED_STATUS, RunObserver, RunView, SecretView, StepView
 from bot.storage.models import Decision, PendingValue, Run, RunSecret, Step, utcnow
 
 logger = logging.getLogger(__name__)
@@ -55,10 +63,19 @@ class Started:
 
 @dataclass(frozen=True)
 class AlreadyOpen:
-    """A run for the same app and secret is still open."""
+    """A run for the same app and secret is still open.
+
+    For a compromise response, which takes over a rotation waiting for approval, the
+    refusal also names where the open run is and who may cancel it.
+    """
 
     run_id: str
     secret: str
+    step_title: str | None = None
+    step_status: str | None = None
+    # Who `cancel` accepts: the run's requester (None for the bot itself) and the approvers.
+    requester: str | None = None
+    approvers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,8 +145,15 @@ class Engine:
     ) -> StartResult:
         runbook = self.runbooks[kind]
         run_id = secrets.token_hex(6)
+        taken_over: list[OpenRun] = []
+        takeover_reason = (f"Cancelled: superseded by run {run_id}, the compromised-secret runbook that {requester} "
+                           "started; that run replaces the value, so this rotation stopped before any change.")
         try:
             async with self.services.sessions.begin() as session:
+                if kind == COMPROMISED_KIND:
+                    taken_over = await take_over_rotations(session, app=app, secret_names=secret_names,
+                                                           runbooks=self.runbooks, reason=takeover_reason,
+                                                           actor=requester)
                 session.add(Run(id=run_id, kind=kind, app=app, requester=requester, reason=reason,
                                 origin=origin, status="pending", current_step=0))
                 await session.flush()
@@ -139,11 +163,16 @@ class Engine:
                     session.add(Step(run_id=run_id, position=position, kind=step.kind, status="pending"))
                 await session.flush()
         except IntegrityError:
-            open_run = await self._find_open_run(app, secret_names)
+            open_run = await self._find_open_run(app, secret_names, described=kind == COMPROMISED_KIND)
             if open_run is None:
                 raise
             return open_run
 
+        for old in taken_over:
+            logger.info("run taken over run_id=%s by=%s user=%s app=%s", old.run_id, run_id, requester, app)
+            await self._announce_end(old.run_id, position=old.position, status=CANCELLED_STATUS, actor=requester,
+                                     outcome=Failed(takeover_reason, cancelled=True),
+                                     detail={"superseded_by": run_id})
         self.metrics.run_started(kind)
         with run_context(run_id=run_id, app=app, secrets=secret_names, step_position=0,
                          step_kind=runbook.steps[0].kind):
@@ -170,13 +199,24 @@ class Engine:
         self.spawn(self.advance(run_id), name=f"advance-{run_id}")
         return Started(view)
 
-    async def _find_open_run(self, app: str, secret_names: Sequence[str]) -> AlreadyOpen | None:
+    async def _find_open_run(self, app: str, secret_names: Sequence[str], *,
+                             described: bool = False) -> AlreadyOpen | None:
+        """Return an open run on one of the secrets; `described` adds its step and who may cancel it."""
         async with self.services.sessions() as session:
-            row = await session.scalar(
-                select(RunSecret).where(RunSecret.app == app, RunSecret.name.in_(list(secret_names)),
-                                        RunSecret.open.is_(True)).limit(1)
-            )
-        return AlreadyOpen(run_id=row.run_id, secret=row.name) if row else None
+            found = await open_runs(session, app, secret_names)
+        if not found:
+            return None
+        if not described:
+            return AlreadyOpen(run_id=found[0].run_id, secret=found[0].secret)
+
+        # A run that cannot be taken over is the one to name, since cancelling it is what helps.
+        blocking = next((run for run in found if not may_take_over(run, self.runbooks)), found[0])
+        step_title = self.runbooks[blocking.kind].steps[blocking.position].title
+        # The bot opens automatic rotations as their requester, but only people can cancel.
+        requester = None if blocking.requester == AUTOMATIC_REQUESTER else blocking.requester
+        return AlreadyOpen(run_id=blocking.run_id, secret=blocking.secret, step_title=step_title,
+                           step_status=blocking.step_status, requester=requester,
+                           approvers=self.services.policy.slack.approvers)
 
     # ----------------------------------------------------------------- advancing runs
 
@@ -197,7 +237,7 @@ class Engine:
                     refusal = await self.gate(view, position)
                     if refusal is not None:
                         await self._finish(run_id, position=position, actor=view.requester,
-                                           outcome=Failed(f"Cancelled: {refusal}"), counted_as=CANCELLED)
+                                           outcome=Failed(f"Cancelled: {refusal}", cancelled=True))
                         return
                 if not await self._claim(run_id, position):
                     return
@@ -205,6 +245,11 @@ class Engine:
                 step_kind = self.runbooks[view.kind].steps[position]
                 ctx = self._context(view, position)
                 with self._log_context(view, position):
+                    if checks_configuration(step_kind):
+                        problem = await self._configuration_problem(view)
+                        if problem is not None:
+                            await self._finish(run_id, position=position, outcome=Failed(problem))
+                            return
                     logger.info("step started run_id=%s step=%d kind=%s app=%s",
                                 run_id, position, step_kind.kind, view.app)
                     try:
@@ -253,6 +298,17 @@ class Engine:
         except Exception as exc:
             logger.exception("step crashed %s", ctx.log_context())
             return Failed(f"internal error in step '{step_kind.title}' ({type(exc).__name__}); see the bot's log")
+
+    async def _configuration_problem(self, view: RunView) -> str | None:
+        """Return why the run may no longer change its app (see bot.runbook.guards), logging it."""
+        # The policies of added secrets are read again, since a decision applied at start-up
+        # may come before any other read.
+        await self.services.refresh_policy()
+        problem = configuration_problem(view, self.runbooks[view.kind], self.services.policy)
+        if problem is not None:
+            logger.warning("run stopped: no longer configured run_id=%s app=%s secrets=%s reason=%s",
+                           view.id, view.app, ",".join(view.secret_names), problem)
+        return problem
 
     def _context(self, view: RunView, position: int) -> StepContext:
         async def report(message: str) -> None:
@@ -315,25 +371,30 @@ class Engine:
             logger.info("run finished run_id=%s status=%s app=%s", run_id, view.status, view.app)
             await self._notify(self.observer.run_finished, view)
 
-    async def _finish(self, run_id: str, *, position: int, outcome: Failed, actor: str | None = None,
-                      counted_as: str | None = None) -> None:
-        """End the run as failed, denied or expired. `counted_as` replaces that outcome in the run metrics."""
+    async def _finish(self, run_id: str, *, position: int, outcome: Failed, actor: str | None = None) -> None:
+        """End the run as failed, denied, expired or cancelled, as the flags of `outcome` mark it."""
         status = "failed"
         if outcome.denied:
             status = "denied"
         elif outcome.expired:
             status = "expired"
+        elif outcome.cancelled:
+            status = CANCELLED_STATUS
         async with self.services.sessions.begin() as session:
             await _set_step(session, run_id, position, status="failed", detail=outcome.reason, actor=actor,
                             finished_at=utcnow())
             await _set_run(session, run_id, status=status, outcome=outcome.reason, finished_at=utcnow())
             await _close_secrets(session, run_id)
             await session.execute(delete(PendingValue).where(PendingValue.run_id == run_id))
+        await self._announce_end(run_id, position=position, status=status, outcome=outcome, actor=actor)
 
+    async def _announce_end(self, run_id: str, *, position: int, status: str, outcome: Failed, actor: str | None,
+                            detail: Mapping[str, Any] | None = None) -> None:
+        """Release, count, log, audit and show the end of a run whose rows are already updated."""
         await self.services.app_locks.release_run(run_id)
         view = await self.require_run(run_id)
         self._observe_step(view, position)
-        self.metrics.run_finished(view.kind, counted_as or status)
+        self.metrics.run_finished(view.kind, status)
         with self._log_context(view, position):
             logger.info("run finished run_id=%s status=%s step=%d app=%s", run_id, status, position, view.app)
             try:
@@ -341,7 +402,7 @@ class Engine:
                     self.services.sessions,
                     audit.AuditEntry(event=f"run.{status}", actor=actor, run_id=run_id, app=view.app,
                                      secret=",".join(view.secret_names),
-                                     detail={"step": position, "reason": outcome.reason}),
+                                     detail={"step": position, "reason": outcome.reason, **(detail or {})}),
                 )
             except SecretbotError:
                 logger.exception("audit record for the end of run %s could not be written", run_id)
@@ -439,6 +500,12 @@ class Engine:
         logger.info("decision accepted run_id=%s step=%d user=%s action=%s", run_id, position, user_id, action)
         if entered:
             await ctx.audit("values.entered", actor=user_id, lengths={name: len(value) for name, value in entered.items()})
+        if action == "approve":
+            problem = configuration_problem(view, self.runbooks[view.kind], self.services.policy)
+            if problem is not None:
+                # The run ends before the reply, so the approver reads why it cannot go on.
+                await self._complete_decision(run_id, position, decision)
+                return Rejected(problem)
         self.spawn(self._complete_decision(run_id, position, decision), name=f"decision-{run_id}")
         return Accepted(view)
 
@@ -449,7 +516,12 @@ class Engine:
         ctx = self._context(view, position)
         with self._log_context(view, position):
             await ctx.audit(f"step.{decision.action}", actor=decision.user_id)
-            outcome = await step_kind.decide(ctx, decision)
+            # An approval lets the run change Fly, so it counts only while the app and secrets are configured.
+            problem = await self._configuration_problem(view) if decision.action == "approve" else None
+            if problem is not None:
+                outcome: StepOutcome = Failed(problem)
+            else:
+                outcome = await step_kind.decide(ctx, decision)
             await self._apply(run_id, position, outcome, actor=decision.user_id)
         if isinstance(outcome, (Done, Skipped)):
             self.spawn(self.advance(run_id), name=f"advance-{run_id}")
@@ -698,7 +770,7 @@ class Engine:
             with self._log_context(view, view.current_step):
                 logger.info("run cancelled run_id=%s user=%s step=%d", run_id, user_id, view.current_step)
                 await self._finish(run_id, position=view.current_step, actor=user_id,
-                                   outcome=Failed(f"Cancelled: {reason}"), counted_as=CANCELLED)
+                                   outcome=Failed(f"Cancelled: {reason}", cancelled=True))
             return Accepted(await self.require_run(run_id))
 
     async def stop_settled(self, *, run_id: str, user_id: str, cause: str) -> RunView:
@@ -725,19 +797,19 @@ class Engine:
                 if isinstance(outcome, (Done, Skipped)) and position < len(view.steps) - 1:
                     await self._apply(run_id, position, outcome, actor=None)
                     next_title = view.steps[position + 1].title
-                    await self._finish(run_id, position=position + 1, actor=user_id, counted_as=CANCELLED,
+                    await self._finish(run_id, position=position + 1, actor=user_id,
                                        outcome=Failed(f"Cancelled: {cause}; step '{step.title}' had finished "
                                                       f"(Fly reports the change), and the run stopped before "
-                                                      f"'{next_title}'"))
+                                                      f"'{next_title}'", cancelled=True))
                     return await self.require_run(run_id)
                 if isinstance(outcome, Failed):
-                    await self._finish(run_id, position=position, actor=user_id, counted_as=CANCELLED,
-                                       outcome=Failed(f"Cancelled: {outcome.reason}"))
+                    await self._finish(run_id, position=position, actor=user_id,
+                                       outcome=Failed(f"Cancelled: {outcome.reason}", cancelled=True))
                     return await self.require_run(run_id)
             where = "while step '{}' was running" if step.status == "running" else "at step '{}'"
             reason = f"{cause} {where.format(step.title)}"
-            await self._finish(run_id, position=position, actor=user_id, counted_as=CANCELLED,
-                               outcome=Failed(f"Cancelled: {reason}"))
+            await self._finish(run_id, position=position, actor=user_id,
+                               outcome=Failed(f"Cancelled: {reason}", cancelled=True))
         return await self.require_run(run_id)
 
     @contextlib.contextmanager

@@ -53,6 +53,9 @@ class Failed:
     denied: bool = False
     # An approval request that no approver decided in time.
     expired: bool = False
+    # A person or the bot stopped the run on purpose: `/secret cancel`, a stop at the
+    # terminal, or a compromise response taking over.
+    cancelled: bool = False
 
 
 StepOutcome = Done | Skipped | Waiting | Failed
@@ -105,6 +108,9 @@ class StepKind(ABC):
     # Whether the step can run again from the start after the bot was killed while it ran.
     # A step that changes something outside the bot must settle what happened first.
     restartable: bool = True
+    # Whether the step changes the app on Fly. The engine starts such a step only while
+    # fly.apps still lists the run's app.
+    changes_fly: bool = False
 
     @abstractmethod
     async def execute(self, ctx: StepContext) -> StepOutcome:
@@ -170,3 +176,6 @@ class Runbook:
     name: str
     title: str
     steps: tuple[StepKind, ...]
+    # Whether the steps rotate each secret by its policy (a [secrets.NAME] table, or the
+    # choice stored by `/secret add`), so the engine stops the run when a policy is removed.
+    needs_secret_policies: bool = False

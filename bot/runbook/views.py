@@ -9,8 +9,10 @@ from typing import Protocol
 from bot.runbook.steps import Action
 
 
+# A run stopped on purpose (Failed.cancelled) rather than by an error.
+CANCELLED_STATUS = "cancelled"
 # Run statuses after which nothing more happens.
-TERMINAL_STATUSES = ("succeeded", "failed", "denied", "expired")
+TERMINAL_STATUSES = ("succeeded", "failed", "denied", "expired", CANCELLED_STATUS)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class RunView:
     app: str
     requester: str
     reason: str | None
-    status: str  # pending | running | waiting | succeeded | failed | denied | expired
+    status: str  # pending | running | waiting | succeeded | failed | denied | expired | cancelled
     current_step: int
     outcome: str | None
     secrets: tuple[SecretView, ...]

@@ -19,6 +19,7 @@ class UnsetFlySecrets(StepKind):
     # flyctl may have removed the secret before the bot died, so a restart reads Fly's
     # list instead of running flyctl again.
     restartable = False
+    changes_fly = True
 
     def time_limit(self, policy: Policy) -> float:
         return app_change_time_limit(policy)

@@ -27,6 +27,7 @@ class UpdateFlySecrets(StepKind):
     # flyctl may have stored the value before the bot died, so a restart must not simply
     # run it again.
     restartable = False
+    changes_fly = True
 
     def time_limit(self, policy: Policy) -> float:
         return app_change_time_limit(policy)

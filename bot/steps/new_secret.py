@@ -198,11 +198,17 @@ class VerifyNewSecret(VerifyDeployment):
     async def execute(self, ctx: StepContext) -> StepOutcome:
         outcome = await super().execute(ctx)
         on_fly = await _names_on_fly(ctx)
+        recorded = False
         for name, policy in (await unlisted_policies(ctx)).items():
             # A value that reached Fly is scheduled by its chosen policy even if the checks failed.
             if name in on_fly:
                 await ctx.services.inventory.record_policy(app=ctx.run.app, name=name, priority=policy.priority.value,
                                                            value_source=policy.source.value)
+                recorded = True
+        if recorded:
+            # Commands are parsed with the policies read last (handlers/listeners.py), so this
+            # process's next command knows the new name at once.
+            await ctx.services.refresh_added_policies()
         return outcome
 
 

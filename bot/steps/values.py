@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from bot.errors import UnsafeValueError
 from bot.flyctl import encode_import
 from bot.generate import generate_value
@@ -21,6 +19,7 @@ from bot.runbook.steps import (
     Waiting,
 )
 from bot.runbook.views import RunView
+from bot.value_checks import pattern_mismatch, value_problem
 
 # The Slack form's plain_text_input accepts at most 3000 characters, so a longer value can
 # only come from a forged submission.
@@ -39,10 +38,13 @@ def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
         return "Enter a value."
     if len(value) > MAX_ENTERED_LENGTH:
         return f"The value is longer than {MAX_ENTERED_LENGTH} characters, the most the form accepts."
-    if not policy.allow_whitespace and value != value.strip():
-        return "The value starts or ends with whitespace, which is usually a copy-and-paste slip."
-    if policy.value_pattern is not None and re.fullmatch(policy.value_pattern, value) is None:
-        return f"The value does not have the expected format ({policy.value_pattern})."
+    problem = value_problem(value, allow_whitespace=policy.allow_whitespace)
+    if problem is not None:
+        return problem
+    if policy.value_pattern is not None:
+        problem = pattern_mismatch(policy.value_pattern, value, name=policy.name)
+        if problem is not None:
+            return problem
     try:
         encode_import({policy.name: value})
     except UnsafeValueError as exc:

@@ -38,6 +38,10 @@ MIGRATION_LOCK_SUFFIX = ".migrate-lock"
 
 # SQLite waits this long for another writer before reporting "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Owner read and write only: the SQLite files hold encrypted backups, audit records and run state.
+PRIVATE_FILE_MODE = 0o600
+# The files SQLite keeps beside a database in WAL mode.
+SQLITE_SIDE_FILE_SUFFIXES = ("-wal", "-shm")
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -55,6 +59,48 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """Return the database file of a SQLite URL, or None for another database or one held in memory."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    # With uri=true the database is a `file:` URI, not a path, and SQLite opens it as such.
+    if url.query.get("mode") == "memory" or url.query.get("uri") in ("true", "1"):
+        return None
+    return Path(url.database or "")
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 before SQLite opens it, or warn if an existing one is open to others.
+
+    SQLite would create the file with mode 0644, readable by every user of the machine.
+    It gives the -wal and -shm files it makes later the mode of the database file, so they
+    are private too. An existing file keeps its mode, because its owner may have chosen it.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        _warn_if_shared(path)
+        return
+    except OSError:
+        # A missing or read-only folder: opening the database fails next and names the folder to fix.
+        return
+    os.close(descriptor)
+    logger.info("SQLite file created, readable by its owner only path=%s", path)
+
+
+def _warn_if_shared(path: Path) -> None:
+    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SQLITE_SIDE_FILE_SUFFIXES)):
+        try:
+            mode = candidate.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            logger.warning("SQLite file %s is readable or writable by other users (mode %03o), and it contains "
+                           "encrypted backups, audit records and run state; run `chmod 600 %s` so that only its "
+                           "owner can open it",
+                           candidate, mode & 0o777, candidate)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -81,6 +127,9 @@ async def migrate(engine: AsyncEngine) -> None:
     --restart, 2 shared cores). An empty database gets the head schema directly.
     """
     created = False
+    path = sqlite_file(engine.url)
+    if path is not None:
+        create_private_file(path)
     # SQLAlchemy 2.1 passes asyncpg's connection failures (refused, SSL declined, unknown host)
     # through unwrapped, as OSError subclasses.
     try:

@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock, SystemClock
+from bot.storage.db import create_private_file
 from bot.storage.models import SeenRequest
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ class _LedgerFile:
             raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
     def _open(self) -> sqlite3.Connection:
+        create_private_file(self.path)
         connection = sqlite3.connect(self.path, timeout=LEDGER_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
         deadline = time.monotonic() + LEDGER_BUSY_TIMEOUT_SECONDS
         while True:

@@ -29,7 +29,8 @@ STEP_MARKS = {
     "skipped": ("–", "dim"),
     "failed": ("✗", "red"),
 }
-RUN_STATUS_STYLES = {"succeeded": "bold green", "failed": "bold red", "denied": "bold red", "expired": "bold red"}
+RUN_STATUS_STYLES = {"succeeded": "bold green", "failed": "bold red", "denied": "bold red", "expired": "bold red",
+                     "cancelled": "bold red"}
 # Step kinds whose waiting prompt the driver words itself: the approval question and the
 # value prompts. The Slack prompts of these steps talk about buttons and forms.
 PROMPTED_BY_DRIVER = frozenset({"approval", "values", "review"})

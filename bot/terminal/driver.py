@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 from dataclasses import dataclass
 
@@ -41,6 +40,7 @@ from bot.terminal.identity import (
 from bot.terminal.lease import Heartbeat
 from bot.terminal.plan import StepPlan
 from bot.terminal.prompts import MAX_TRIES, Prompter
+from bot.value_checks import pattern_mismatch, value_problem
 
 logger = logging.getLogger(__name__)
 
@@ -284,8 +284,8 @@ class TerminalRun:
                     await self._stop(view, f"{self._stopped()} at step '{step.title}'")
                     return
                 secret_policy = policy.secret_for(view.app, item.name)
-                problem = typed_value_problem(value, secret_policy.value_pattern if secret_policy else None) \
-                    if item.secret else None
+                problem = typed_value_problem(value, secret_policy.value_pattern if secret_policy else None,
+                                              name=item.name) if item.secret else None
                 if problem is not None:
                     print_indented(self.console, f"{item.name}: {problem} Try again.", style="red")
                     rejected = True
@@ -348,12 +348,20 @@ class TerminalRun:
             print_indented(self.console, f"The run could not be stopped: {result.reason}", style="red")
 
 
-def typed_value_problem(value: str, value_pattern: str | None) -> str | None:
-    """Return why a value typed at the terminal is rejected before the step's own checks, or None when it is not."""
+def typed_value_problem(value: str, value_pattern: str | None, *, name: str = "the secret") -> str | None:
+    """Return why a value typed at the terminal is rejected before the step's own checks, or None when it is not.
+
+    The step's own checks (bot.steps.values.check_entered_value) run the same value_problem
+    again with the secret's allow_whitespace, which is not known here.
+    """
     if value.strip().lower() in PROMPT_ANSWERS:
         return ("that is an answer to a yes/no prompt, not a value (answers piped in, e.g. from `yes`, end up "
                 "here); enter the new value itself.")
-    if len(value) < MIN_VALUE_LENGTH and (value_pattern is None or re.fullmatch(value_pattern, value) is None):
+    problem = value_problem(value, allow_whitespace=True)
+    if problem is not None:
+        return problem
+    if len(value) < MIN_VALUE_LENGTH and (value_pattern is None
+                                          or pattern_mismatch(value_pattern, value, name=name) is not None):
         return (f"the value is {len(value)} characters long; values shorter than {MIN_VALUE_LENGTH} are rejected "
                 "unless the secret's value_pattern in secretbot.toml matches them.")
     return None

@@ -104,6 +104,8 @@ async def run_from_terminal(*, settings: Settings, policy: Policy, request: RunR
     redactor = Redactor()
     flyctl = _flyctl_client(settings, policy, redactor)
     poster = terminal_summary_poster(settings)
+    # Checked before the database is touched, so a bad key leaves no new database behind.
+    sealer = Sealer.from_setting(settings.backup_key)
 
     created = check_database_exists(settings.database_url, new_database=new_database)
     database = create_engine(settings.database_url)
@@ -114,7 +116,6 @@ async def run_from_terminal(*, settings: Settings, policy: Policy, request: RunR
             console.print(Text(f"Created a new database at {created} (--new-database). If the bot uses another "
                                "DATABASE_URL, this run's audit trail is not in the bot's database.", style="yellow"))
         sessions = create_session_factory(database)
-        sealer = Sealer.from_setting(settings.backup_key)
         backups = build_backup_store(settings=settings, policy=policy, sessions=sessions,
                                      sealer=None if sealer.ephemeral else sealer)
         services = Services(policy=policy, sessions=sessions, flyctl=flyctl, sealer=sealer, redactor=redactor,
