@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -212,12 +211,6 @@ async def serve(settings: Settings) -> None:
     bot = await build_bot(settings)
     runner = web.AppRunner(bot.web_app, access_log=None)
     await runner.setup()
-    # The modules, models and clients loaded so far live as long as the process. A full
-    # garbage collection scans every tracked object and stops the event loop while it runs:
-    # 45 to 280 ms each, every few seconds while runs were under way in the benchmark,
-    # which delayed the acknowledgements waiting behind it. Frozen objects are not scanned.
-    gc.collect()
-    gc.freeze()
     site = web.TCPSite(runner, host="0.0.0.0", port=settings.port)
     try:
         await site.start()
