@@ -34,13 +34,13 @@ AFTER_ACK_TURNS = 4
 # long work (`/secret sync` of every app, a diagnosis) holds up the others only briefly.
 # Most after-ack work (a run row, an audit record, one Slack post) ends well within it.
 TURN_HOLD_SECONDS = 0.1
-# How long, at most, a listener's after-ack work waits for a moment when no request is
-# being acknowledged. Slack's 3-second limit applies to the acknowledgement, not to this work, and
+# The maximum wait of a listener's after-ack work for a moment when no request is being
+# acknowledged. Slack's 3-second limit applies to the acknowledgement, not to this work, and
 # a burst of 200 requests is acknowledged in a fraction of a second.
 QUIET_WAIT_SECONDS = 1.0
-# How long no request must be in progress before the work goes on. Clients send their next
+# The time with no request in progress before the work goes on. Clients send their next
 # request a moment after reading a response, so during a burst the count of requests in
-# progress can touch zero between two waves; the benchmark saw this once per 50 requests.
+# progress can touch zero between two waves. The benchmark saw this once per 50 requests.
 QUIET_AFTER_SECONDS = 0.02
 
 Listener = Callable[..., Awaitable[Any]]

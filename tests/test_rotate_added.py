@@ -262,9 +262,9 @@ async def test_lowercase_added_name_is_read_as_a_name(bot: BotProcess, driver: S
 
 async def test_name_added_by_another_process_is_read_again_after_the_ack(bot: BotProcess, driver: SlackDriver,
                                                                          slack: SlackStandin) -> None:
-    # The row is written straight to the database, as another bot process sharing it would,
-    # so this bot's copy of the added policies does not have `vendor_key` yet: its ack reads
-    # the word as the reason, and the command is read again before anything starts.
+    # The row is written straight to the database, as another bot process sharing it would.
+    # This bot's copy of the added policies then lacks `vendor_key`, so its ack reads the
+    # word as the reason. The command is read again before anything starts.
     now = midnight(day(0))
     execute(bot.database, "INSERT INTO inventory (app, name, first_seen_at, last_seen_at, rotation_source, "
                           "priority, value_source) VALUES (?, ?, ?, ?, ?, ?, ?)",

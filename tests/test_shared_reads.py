@@ -1,5 +1,5 @@
 """Work shared by concurrent callers. A fresh read gives each caller a read that began after its
-call, and a burst of callers costs at most two reads; joined calls share the run in progress."""
+call, so a burst of callers costs at most two reads. Joined calls share the run in progress."""
 
 from __future__ import annotations
 

@@ -268,7 +268,7 @@ async def test_work_waits_until_no_request_is_being_acknowledged() -> None:
     with turns.acknowledging():
         task = asyncio.create_task(listener(ack=RecordingAck()))
         await asyncio.sleep(0.05)
-        # The request that is still being acknowledged holds the work back.
+        # The work waits while a request is still being acknowledged.
         assert order == []
         order.append("acknowledged")
     await asyncio.wait_for(task, 1)

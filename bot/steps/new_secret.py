@@ -207,7 +207,7 @@ class VerifyNewSecret(VerifyDeployment):
                 recorded = True
         if recorded:
             # Commands are parsed with the policies read last (handlers/listeners.py), so this
-            # process's next command knows the new name at once.
+            # process's next command accepts the new name at once.
             await ctx.services.refresh_added_policies()
         return outcome
 
