@@ -59,5 +59,5 @@ def print_results(results: dict[str, Any]) -> None:
               f"{point['second_sync_s']} s (failed apps {point['sync_failed_apps']}), reminder {point['reminder_ms']} ms "
               f"({point['reminder_items']} listed)")
         for query in point["queries"]:
-            print(f"    {query['audit_records']} audit records: status {query['status_ms']} ms, "
-                  f"history {query['history_ms']} ms")
+            print(f"    {query['audit_records']} audit records: status {query['status_ms']} ms "
+                  f"({query.get('status_after_change_ms', '-')} ms after a change), history {query['history_ms']} ms")

@@ -1,8 +1,8 @@
 """Scale: the inventory sync, the daily reminder, `/secret status` and `/secret history`, in-process.
 
 Each measurement calls the functions the bot's listeners and scheduler call
-(InventorySync.sync_all, read_reminder and reminder_messages, InventoryStore.statuses with
-by_urgency and status_message, secret_history with history_message) on a SQLite database,
+(InventorySync.sync_all, read_reminder and reminder_messages, InventoryStore.status_overview
+with status_overview_message, secret_history with history_message) on a SQLite database,
 the default DATABASE_URL. The inventory is filled by a real sync through the flyctl
 stand-in, wrapped so that every flyctl call takes `flyctl_delay` seconds longer.
 """
@@ -27,12 +27,12 @@ from bot.config import load_policy
 from bot.flyctl import FlyctlClient
 from bot.inventory import InventorySync
 from bot.inventory.store import InventoryStore
-from bot.overview import by_urgency, secret_history
+from bot.overview import secret_history
 from bot.reminders.scheduler import read_reminder
 from bot.storage.db import create_engine, create_session_factory, migrate
 from bot.storage.models import AuditRecord, InventorySecret
 from handlers.reminder_views import reminder_messages
-from handlers.status_views import history_message, status_message
+from handlers.status_views import STATUS_LINES_MAX, history_message, status_overview_message
 from tests.botprocess import FLY_TOKEN
 
 # Each query is timed this many times and the median is reported, after one warm-up call.
@@ -43,10 +43,16 @@ AGE_SPREAD_DAYS = 400
 
 @dataclass(frozen=True)
 class QueryTimes:
-    """Median times of the status and history replies with `audit_records` records in the audit log."""
+    """Median times of the status and history replies with `audit_records` records in the audit log.
+
+    `status_ms` is a reply while the inventory is unchanged, which reuses the status
+    snapshot; `status_after_change_ms` is the first reply after one secret changed, which
+    reads a new one.
+    """
 
     audit_records: int
     status_ms: float
+    status_after_change_ms: float
     history_ms: float
 
 
@@ -89,10 +95,14 @@ def slow_flyctl(world: World, delay: float) -> Path:
     return wrapper
 
 
-async def median_ms(call: Callable[[], Awaitable[object]]) -> float:
+async def median_ms(call: Callable[[], Awaitable[object]],
+                    prepare: Callable[[], Awaitable[object]] | None = None) -> float:
+    """Return the median time of REPEATS calls after one warm-up call; `prepare` runs untimed before each."""
     await call()
     samples = []
     for _ in range(REPEATS):
+        if prepare is not None:
+            await prepare()
         started = time.perf_counter()
         await call()
         samples.append((time.perf_counter() - started) * 1000)
@@ -174,7 +184,16 @@ async def measure_scale(world: World, *, audit_steps: list[int], flyctl_delay: f
             return built.items
 
         async def status() -> None:
-            status_message(by_urgency(await store.statuses()), app=None)
+            # What the status listener runs after its acknowledgement.
+            status_overview_message(await store.status_overview(limit=STATUS_LINES_MAX), app=None)
+
+        snoozes = iter(range(1, 1_000_000))
+
+        async def snooze_one() -> None:
+            # A new snooze end on one secret: the smallest change that makes the next reply read again.
+            async with sessions.begin() as session:
+                await session.execute(update(InventorySecret).where(InventorySecret.id == 1).values(
+                    snoozed_until=datetime.now(UTC) + timedelta(days=1, seconds=next(snoozes))))
 
         # A secret in the middle of the fleet; fill_audit_log gives every secret the same share of records.
         history_app, history_name = fleet.app_of(fleet.secrets // 2), f"BENCH_{fleet.secrets // 2:05d}"
@@ -188,6 +207,7 @@ async def measure_scale(world: World, *, audit_steps: list[int], flyctl_delay: f
             await fill_audit_log(sessions, fleet, records=records - filled)
             filled = records
             queries.append(QueryTimes(audit_records=records, status_ms=await median_ms(status),
+                                      status_after_change_ms=await median_ms(status, prepare=snooze_one),
                                       history_ms=await median_ms(history)))
 
         return ScalePoint(

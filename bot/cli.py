@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 
 import click
@@ -17,6 +19,7 @@ from bot.cli_reminders import remind
 from bot.cli_run import run
 from bot.cli_status import status
 from bot.config import example_placeholders, load_policy
+from bot.entry import STOP_SIGNALS, exit_quietly
 from bot.errors import ConfigError, SecretbotError
 from bot.logs import configure_logging
 from bot.settings import load_settings
@@ -35,14 +38,29 @@ def serve() -> None:
 
     GET /healthz and GET /metrics are served in both modes.
     """
+    # Until the event loop takes the signals over, nothing has been opened or written, so a
+    # deploy's SIGTERM (or Ctrl-C) during the imports ends the process at once, with status 0.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, exit_quietly)
     from bot.server import serve as run_server
 
+    # Read as load_settings reads it, so that an error in another setting is reported in
+    # this format too: a log collector that parses every stderr line as JSON would drop a
+    # plain line, and this line is the reason the process stopped.
+    json_logs = (os.environ.get("LOG_FORMAT") or "").strip().lower() == "json"
+    logging_configured = False
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
+        logging_configured = True
         asyncio.run(run_server(settings))
     except SecretbotError as exc:
-        click.echo(f"secretbot: {exc}", err=True)
+        if json_logs:
+            if not logging_configured:
+                configure_logging("INFO", "json")
+            logger.error("secretbot cannot start: %s", exc)
+        else:
+            click.echo(f"secretbot: {exc}", err=True)
         sys.exit(2)
 
 

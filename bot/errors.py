@@ -57,7 +57,15 @@ class FlyctlOutputError(FlyctlError):
 
 
 class UnsafeValueError(SecretbotError):
-    """A secret value cannot be passed to flyctl byte-exact, so nothing was changed."""
+    """A secret value cannot be passed to flyctl byte-exact, so nothing was changed.
+
+    `reason` is the cause alone ("a line of the value ends in a carriage return, ..."),
+    for callers that word the advice themselves; it never quotes the value.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class VerificationError(SecretbotError):

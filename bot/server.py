@@ -18,6 +18,7 @@ from bot.backups import build_backup_store
 from bot.config import load_policy
 from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
+from bot.heap import freeze_startup_heap, release_startup_heap
 from bot.inventory import InventorySync
 from bot.inventory.auto_rotate import AutoRotator, RotatingInventorySync, open_automatic_runs
 from bot.metrics import CANCELLED, BotMetrics, metrics_route
@@ -69,12 +70,17 @@ class Bot:
     summary_poster: SummaryPoster | None = None
 
 
-async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
+class StoppedDuringStartup(Exception):
+    """SIGTERM or SIGINT arrived while start-up waited for Slack, before the database was touched."""
+
+
+async def build_bot(settings: Settings, policy: Policy | None = None, *, stop: asyncio.Event | None = None) -> Bot:
     """Check the settings, then create or migrate the database and wire the bot.
 
     Everything that can be checked without the database comes first (variables, keys,
     secretbot.toml, the Slack token), so a bad environment stops start-up before the
-    database file or the flyctl folders exist.
+    database file or the flyctl folders exist. When `stop` is set during the Slack check,
+    which can wait seconds for retries, raises StoppedDuringStartup.
     """
     app_token: str | None = None
     signing_secret: str | None = None
@@ -97,7 +103,7 @@ async def build_bot(settings: Settings, policy: Policy | None = None) -> Bot:
                                  sealer=None if sealer.ephemeral else sealer)
     client = create_client(token=token, base_url=settings.slack_api_url, on_api_error=metrics.slack_api_error)
     authorizer = SingleWorkspaceAuthorizer(client)
-    await authorizer.check()
+    await _unless_stopped(authorizer.check(), stop)
 
     await migrate(database)
     state_dir = _state_dir(settings)
@@ -191,6 +197,26 @@ def _state_dir(settings: Settings) -> Path:
     return base / ".secretbot"
 
 
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event | None) -> None:
+    """Await `work`, or cancel it and raise StoppedDuringStartup if `stop` is set first."""
+    if stop is None:
+        await work
+        return
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+    raise StoppedDuringStartup
+
+
 def _healthz(database: AsyncEngine) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def healthz(_request: web.Request) -> web.Response:
         try:
@@ -208,7 +234,23 @@ def _healthz(database: AsyncEngine) -> Callable[[web.Request], Awaitable[web.Res
 
 async def serve(settings: Settings) -> None:
     """Run the HTTP server until SIGTERM or SIGINT, then finish running steps and stop."""
-    bot = await build_bot(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Taken over before start-up, so a deploy's SIGTERM during it stops the bot cleanly.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # Only the Slack check is cancelled, because a migration stopped halfway could leave
+    # part of a schema. A stop during the rest of start-up is handled once it is done.
+    try:
+        bot = await build_bot(settings, stop=stop)
+    except StoppedDuringStartup:
+        logger.info("secretbot stopped during start-up, before serving")
+        return
+    if stop.is_set():
+        with suppress(Exception):
+            await bot.database.dispose()
+        logger.info("secretbot stopped during start-up, before serving")
+        return
     runner = web.AppRunner(bot.web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host="0.0.0.0", port=settings.port)
@@ -224,6 +266,18 @@ async def serve(settings: Settings) -> None:
             message = f"cannot listen on PORT {settings.port} ({exc.strerror or exc}); set PORT to another port"
         raise ConfigError(message) from exc
     logger.info("secretbot listening port=%d", settings.port)
+    # Start-up is over: what it loaded lives as long as the process (see bot/heap.py).
+    freeze_startup_heap()
+    try:
+        await _serve_until_stopped(settings, bot, runner, site, stop)
+    finally:
+        # Idempotent; also here for an error raised before the stop signal.
+        release_startup_heap()
+
+
+async def _serve_until_stopped(settings: Settings, bot: Bot, runner: web.AppRunner, site: web.TCPSite,
+                               stop: asyncio.Event) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the background tasks, drain the running steps and close."""
     if bot.socket_mode is not None:
         await bot.socket_mode.start()
 
@@ -231,10 +285,7 @@ async def serve(settings: Settings) -> None:
     if resumed:
         logger.info("resumed %d run(s) left in progress", resumed)
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     expiry = asyncio.create_task(bot.engine.run_expiry(stop), name="approval-expiry")
     # Started after the site is up, so the first sync of every app does not delay /healthz.
     sync_task = asyncio.create_task(bot.inventory_sync.run_periodic(stop), name="inventory-sync")
@@ -244,6 +295,8 @@ async def serve(settings: Settings) -> None:
     summary_task = (asyncio.create_task(bot.summaries.run(bot.summary_poster, stop), name="terminal-summaries")
                     if bot.summaries is not None and bot.summary_poster is not None else None)
     await stop.wait()
+    # Before anything is closed, so what shutdown drops is finalized as without the freeze.
+    release_startup_heap()
     await expiry
     # A sync in progress is cancelled, which stops its flyctl process; the next start syncs again.
     sync_task.cancel()

@@ -120,17 +120,20 @@ class InventoryCommands:
     async def status(self, parsed: StatusCommand) -> tuple[str, list[dict[str, Any]]]:
         """Build the status reply, sharing one that is being built for the same app.
 
-        Sorting and formatting every secret costs more than reading them. A burst of
-        `/secret status` during an incident therefore shares the whole reply, not only the
-        read, so the event loop that acknowledges Slack's requests does the work once. A
+        Each reply still reads the inventory's fingerprint and formats up to STATUS_LINES_MAX
+        lines. A burst of `/secret status` during an incident therefore shares the whole
+        reply, so the event loop that acknowledges Slack's requests does the work once. A
         reply shared this way may miss a change committed after its read began, which a
         status view can afford because nothing acts on it.
         """
         return await self._status_replies.get(parsed.app, lambda: self._build_status(parsed.app))
 
     async def _build_status(self, app: str | None) -> tuple[str, list[dict[str, Any]]]:
-        statuses = by_urgency(await self.engine.services.inventory.statuses(app=app, shared=True))
-        return status_views.status_message(statuses, app=app)
+        # Only the counts and the statuses that fit in the message are read; the reply equals
+        # the one built from every status (tests/test_status_cache.py compares them).
+        overview = await self.engine.services.inventory.status_overview(app=app,
+                                                                        limit=status_views.STATUS_LINES_MAX)
+        return status_views.status_overview_message(overview, app=app)
 
     async def history(self, parsed: HistoryCommand) -> tuple[str, list[dict[str, Any]]]:
         history = await secret_history(self.engine.services.sessions, app=parsed.app, name=parsed.name)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.inventory import SecretStatus, State
+from bot.inventory.status_cache import StatusOverview
 from bot.inventory.sync import AppSync
 from bot.overview import OpenRun, SecretHistory, count_states
 from bot.storage.models import AuditRecord
@@ -48,6 +49,12 @@ MESSAGE_TEXT_BUDGET = 12_000
 HOME_TEXT_BUDGET = 60_000
 # One line never fills a section on its own, so packing always makes progress.
 MAX_LINE_LENGTH = 400
+# The maximum number of statuses that a `/secret status` reply reads. Every status line is
+# at least MIN_STATUS_LINE_LENGTH characters (tests/test_status_cache.py checks the shortest
+# possible one), and pack_lines counts each line and its line break against
+# MESSAGE_TEXT_BUDGET, so no more lines fit, plus the one line that pack_lines rejects.
+MIN_STATUS_LINE_LENGTH = 60
+STATUS_LINES_MAX = MESSAGE_TEXT_BUDGET // (MIN_STATUS_LINE_LENGTH + 1) + 1
 HOME_BLOCK_LIMIT = 100
 # Each overdue secret on the Home tab is one block with its own Rotate button.
 MAX_HOME_BUTTONS = 30
@@ -104,7 +111,10 @@ def status_line(status: SecretStatus) -> str:
 
 
 def _counts_text(statuses: list[SecretStatus]) -> str:
-    counts = count_states(statuses)
+    return _state_counts_text(count_states(statuses))
+
+
+def _state_counts_text(counts: Mapping[State, int]) -> str:
     return ", ".join(f"{count} {state.value}" for state, count in counts.items())
 
 
@@ -145,23 +155,35 @@ def _left_out(statuses: list[SecretStatus], shown: int) -> str:
 
 def status_message(statuses: list[SecretStatus], *, app: str | None) -> tuple[str, list[dict[str, Any]]]:
     """Build the `/secret status` reply from statuses already sorted most urgent first."""
-    where = f"on {escape(app)}" if app else f"on {len({status.app for status in statuses})} app(s)"
-    if not statuses:
+    return status_overview_message(StatusOverview.from_statuses(statuses), app=app)
+
+
+def status_overview_message(overview: StatusOverview, *, app: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """Build the `/secret status` reply from the counts per state and the most urgent statuses.
+
+    `overview.statuses` must hold at least STATUS_LINES_MAX statuses, or all of them, for
+    the reply to list as many as fit.
+    """
+    where = f"on {escape(app)}" if app else f"on {overview.apps} app(s)"
+    if not overview.total:
         text = (
             f"No secrets in the inventory {'of ' + escape(app) if app else 'yet'}. It is read from Fly at start-up "
             "and on every sync; run `/secret sync` to read it now."
         )
         return text, [section(text)]
 
-    summary = f"*{len(statuses)} secret(s) {where}*, most urgent first: {_counts_text(statuses)}."
+    summary = f"*{overview.total} secret(s) {where}*, most urgent first: {_state_counts_text(overview.counts)}."
     # One block for the summary and one for the count of secrets left out.
-    line_blocks, shown = pack_lines((status_line(status) for status in statuses),
+    line_blocks, shown = pack_lines((status_line(status) for status in overview.statuses),
                                     max_blocks=BLOCKS_PER_MESSAGE - 2, max_chars=MESSAGE_TEXT_BUDGET)
     blocks = [section(summary), *line_blocks]
-    if shown < len(statuses):
+    if shown < overview.total:
+        shown_counts = count_states(overview.statuses[:shown])
+        rest = {state: count - shown_counts.get(state, 0) for state, count in overview.counts.items()}
+        rest = {state: count for state, count in rest.items() if count}
         narrow = "" if app else " Narrow it with `/secret status --app APP`, or"
-        blocks.append(context(f"{_left_out(statuses, shown)}{narrow} run `secretbot status` in a terminal "
-                              "for the full table."))
+        blocks.append(context(f"…and {overview.total - shown} more ({_state_counts_text(rest)}).{narrow} run "
+                              "`secretbot status` in a terminal for the full table."))
     return truncate(summary.replace("*", ""), TEXT_LIMIT), blocks
 
 

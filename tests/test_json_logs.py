@@ -270,6 +270,35 @@ def test_serve_stops_on_invalid_log_format(tmp_path: Path) -> None:
     assert "secretbot: LOG_FORMAT 'logfmt' is not a log format" in result.stderr
 
 
+def test_serve_start_error_is_json(bot_dir: Path, flyctl_wrapper: Path) -> None:
+    bot = BotProcess(workdir=bot_dir, slack_api_url="http://127.0.0.1:9/api/", flyctl=flyctl_wrapper,
+                     extra_env={"LOG_FORMAT": "json"})
+    (bot.workdir / "secretbot.toml").write_text('[secrets.JWT_SECRET]\npriority = "urgent"\n')
+    result = subprocess.run([str(Path(sys.executable).parent / "secretbot"), "serve"], cwd=bot.workdir,
+                            env=bot.environment(), capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 2
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[-1]["level"] == "ERROR"
+    assert "secrets.JWT_SECRET.priority" in records[-1]["message"]
+    assert "'urgent'" in records[-1]["message"]
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("PORT", "abc", "PORT must be a number"),
+    ("LOG_LEVEL", "LOUD", "LOG_LEVEL 'LOUD' is not a logging level"),
+])
+def test_serve_settings_error_is_json(tmp_path: Path, variable: str, value: str, expected: str) -> None:
+    result = subprocess.run([str(Path(sys.executable).parent / "secretbot"), "serve"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={"PATH": "/usr/bin:/bin", "LOG_FORMAT": "json", variable: value})
+
+    assert result.returncode == 2
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[-1]["level"] == "ERROR"
+    assert expected in records[-1]["message"]
+
+
 def test_json_covers_warnings_and_crashes() -> None:
     script = (
         "import logging, warnings\n"

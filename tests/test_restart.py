@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.botprocess import SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, REQUESTER
@@ -130,7 +132,10 @@ async def test_sigterm_after_click_finishes_decision(
 
 async def test_sigterm_stops_cleanly(bot: BotProcess) -> None:
     assert await bot.stop_async(signal.SIGTERM) == 0
-    assert "secretbot stopped" in bot.log()
+    log = bot.log()
+    assert "start-up heap frozen" in log
+    assert "start-up heap released" in log
+    assert "secretbot stopped" in log
 
 
 async def test_rotation_on_postgres(
@@ -160,3 +165,44 @@ async def test_rotation_on_postgres(
     imports = [call for call in fly.invocations(flyctl_log) if call["argv"][:2] == ["secrets", "import"]]
     assert len(imports) == 1
     assert fly.secret_value(APP, "ENCRYPTION_KEY") != "00" * 32
+
+
+async def _serve_process(bot: BotProcess) -> asyncio.subprocess.Process:
+    """Start `secretbot serve` without waiting for /healthz, its output piped."""
+    (bot.workdir / "secretbot.toml").write_text(bot.config)
+    executable = str(Path(sys.executable).parent / "secretbot")
+    return await asyncio.create_subprocess_exec(executable, "serve", cwd=bot.workdir, env=bot.environment(),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_during_startup_exits_zero(
+    bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path, signum: int, delay: float
+) -> None:
+    bot = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
+    process = await _serve_process(bot)
+    await asyncio.sleep(delay)
+    process.send_signal(signum)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+
+    assert process.returncode == 0, output.decode()
+    assert b"Traceback" not in output
+
+
+async def test_sigterm_while_slack_check_waits(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> None:
+    # auth.test answers 429 with a 30 s Retry-After, so start-up waits in the Slack check.
+    slack.rate_limit_next("auth.test", retry_after=30)
+    bot = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
+    process = await _serve_process(bot)
+    deadline = time.monotonic() + 30
+    while not slack.calls_to("auth.test") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert slack.calls_to("auth.test")
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=10)
+
+    assert process.returncode == 0
+    assert b"secretbot stopped during start-up, before serving" in output
+    assert b"database schema" not in output

@@ -9,6 +9,7 @@ import pytest
 
 from bot.config import load_policy
 from bot.errors import ConfigError
+from bot.flyctl.importfile import MAX_VALUE_BYTES
 from bot.importing.envfile import check_values, parse_env_text
 from bot.policy import Priority, SecretPolicy, Source
 from bot.steps.values import check_entered_value
@@ -16,6 +17,7 @@ from bot.terminal.driver import typed_value_problem
 from bot.value_checks import (
     MATCH_TIMEOUT_SECONDS,
     MAX_MATCHED_LENGTH,
+    MAX_VALUE_LENGTH,
     pattern_mismatch,
     value_pattern_problem,
     value_problem,
@@ -91,24 +93,120 @@ def test_plain_value_accepted() -> None:
     assert value_problem("-----BEGIN KEY-----\nabc\n-----END KEY-----", allow_whitespace=False) is None
 
 
+@pytest.mark.parametrize(
+    ("value", "named", "kind"),
+    [
+        ("sk-proj\x00Zq8n", "U+0000 NULL at position 8 of 12", "a control character"),
+        ("\x1b[2Jsk-proj", "U+001B at position 1 of 11", "a control character"),
+        ("sk-proj\x7f", "U+007F at position 8 of 8", "a control character"),
+        ("sk-\x1cproj", "U+001C at position 4 of 8", "a control character"),
+        ("sk-proj\x9b", "U+009B at position 8 of 8", "a control character"),
+        ("sk-\u3164proj", "U+3164 HANGUL FILLER at position 4 of 8", "renders as nothing"),
+        ("\u115fsk-proj", "U+115F HANGUL CHOSEONG FILLER at position 1 of 8", "renders as nothing"),
+        ("sk-proj\u1160", "U+1160 HANGUL JUNGSEONG FILLER at position 8 of 8", "renders as nothing"),
+        ("sk-\uffa0proj", "U+FFA0 HALFWIDTH HANGUL FILLER", "renders as nothing"),
+        ("sk-p\u034froj", "U+034F COMBINING GRAPHEME JOINER at position 5 of 8", "renders as nothing"),
+        ("sk-proj\ufe0f", "U+FE0F VARIATION SELECTOR-16", "renders as nothing"),
+        ("sk-\ufe00proj", "U+FE00 VARIATION SELECTOR-1", "renders as nothing"),
+        ("sk-proj\U000e0100", "U+E0100 VARIATION SELECTOR-17 at position 8 of 8", "renders as nothing"),
+        ("sk-proj\U000e01ef", "U+E01EF VARIATION SELECTOR-256", "renders as nothing"),
+        ("sk-\ud800proj", "U+D800 at position 4 of 8", "a lone surrogate"),
+        ("sk-proj\udfff", "U+DFFF at position 8 of 8", "a lone surrogate"),
+    ],
+)
+def test_invisible_or_control_character_rejected(value: str, named: str, kind: str) -> None:
+    for allow_whitespace in (False, True):
+        problem = value_problem(value, allow_whitespace=allow_whitespace)
+        assert problem is not None
+        assert named in problem
+        assert kind in problem
+        assert "proj" not in problem
+
+
+def test_first_rejected_character_named() -> None:
+    problem = value_problem("sk\u200b-\x00", allow_whitespace=True)
+    assert problem is not None
+    assert "U+200B ZERO WIDTH SPACE at position 3 of 5" in problem
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\r\nMIIEvQ\r\n-----END PRIVATE KEY-----",
+        "user\tpassword",
+        "page one\fpage two",
+        "line\x85next",
+    ],
+)
+def test_inner_whitespace_controls_accepted(value: str) -> None:
+    assert value_problem(value, allow_whitespace=True) is None
+    assert value_problem(value.strip(), allow_whitespace=False) is None
+
+
+def test_value_at_maximum_length_accepted() -> None:
+    assert value_problem("a" * MAX_VALUE_LENGTH, allow_whitespace=False) is None
+
+
+def test_long_value_rejected_before_scan() -> None:
+    value = "a" * 10_000_000
+
+    started = time.perf_counter()
+    problem = value_problem(value, allow_whitespace=False)
+    elapsed = time.perf_counter() - started
+
+    assert problem == (f"The value is 10000000 characters long, more than flyctl accepts ({MAX_VALUE_LENGTH} bytes "
+                       "at most); check that it contains only the secret.")
+    # The character scan alone takes about 0.6 s over ten million characters on a 2-core machine;
+    # the bound is loose because CI machines are loaded.
+    assert elapsed < 0.3
+
+
+def test_maximum_length_matches_flyctl_limit() -> None:
+    assert MAX_VALUE_LENGTH == MAX_VALUE_BYTES
+
+
 # --- every path calls it ---------------------------------------------------------------
 
 
-def test_value_form_rejects_zero_width_space() -> None:
-    problem = check_entered_value(provider(), KEY + "\u200b")
+async def test_value_form_rejects_zero_width_space() -> None:
+    problem = await check_entered_value(provider(), KEY + "\u200b")
     assert problem is not None
     assert "U+200B ZERO WIDTH SPACE at position 25 of 25" in problem
 
 
-def test_value_form_rejects_unicode_space() -> None:
-    problem = check_entered_value(provider(), KEY + "\u00a0")
+async def test_value_form_rejects_unicode_space() -> None:
+    problem = await check_entered_value(provider(), KEY + "\u00a0")
     assert problem is not None
     assert "U+00A0 NO-BREAK SPACE" in problem
-    assert check_entered_value(provider(allow_whitespace=True), KEY + "\u00a0") is None
+    assert await check_entered_value(provider(allow_whitespace=True), KEY + "\u00a0") is None
 
 
-def test_value_form_keeps_empty_wording() -> None:
-    assert check_entered_value(provider(), "") == "Enter a value."
+async def test_value_form_explains_crlf() -> None:
+    pem = "-----BEGIN PRIVATE KEY-----\r\nMIIEvQ\r\n-----END PRIVATE KEY-----\r\n"
+
+    problem = await check_entered_value(provider(allow_whitespace=True), pem)
+
+    assert problem is not None
+    assert problem.startswith("The value has Windows line endings")
+    assert "Convert the line endings to LF" in problem
+    assert "generate" not in problem
+    assert ".." not in problem
+    assert "MIIEvQ" not in problem
+
+
+async def test_value_form_keeps_empty_wording() -> None:
+    assert await check_entered_value(provider(), "") == "Enter a value."
+
+
+async def test_form_and_terminal_reject_nul() -> None:
+    value = "sk-proj\x00Zq8n"
+    form = await check_entered_value(provider(allow_whitespace=True), value)
+    assert form is not None
+    assert "U+0000 NULL at position 8 of 12" in form
+    terminal = typed_value_problem(value, None)
+    assert terminal is not None
+    assert "U+0000 NULL at position 8 of 12" in terminal
 
 
 def test_terminal_rejects_empty_and_invisible() -> None:
@@ -139,6 +237,21 @@ def test_import_rejects_invisible_and_padded_values() -> None:
     for reason in reasons.values():
         assert KEY not in reason
         assert "padded" not in reason
+
+
+def test_import_rejects_control_and_long_values() -> None:
+    # python-dotenv decodes `\\n` inside double quotes, so the certificate spans three lines.
+    certificate = "-----BEGIN CERTIFICATE-----\\n" + "A" * 5000 + "\\n-----END CERTIFICATE-----"
+    text = (f'NUL_KEY="sk\x00proj"\nCHAIN="{certificate}"\nHUGE={"a" * (MAX_VALUE_LENGTH + 1)}\n'
+            'FILLED=sk\u3164proj\n')
+    env = parse_env_text(text, path=Path("hotel.env"))
+    assert env.values["CHAIN"].count("\n") == 2
+    check_values(env, allows_whitespace=lambda name: False)
+    reasons = {problem.line: problem.reason for problem in env.problems}
+    assert set(reasons) == {1, 3, 4}
+    assert "the value of NUL_KEY contains U+0000 NULL at position 3 of 7" in reasons[1]
+    assert f"the value of HUGE is {MAX_VALUE_LENGTH + 1} characters long" in reasons[3]
+    assert "the value of FILLED contains U+3164 HANGUL FILLER at position 3 of 7" in reasons[4]
 
 
 def test_import_honours_allow_whitespace() -> None:
@@ -178,14 +291,14 @@ def test_config_rejects_catastrophic_pattern(tmp_path: Path) -> None:
     assert "unbounded repeat" in str(info.value)
 
 
-def test_backtracking_match_times_out() -> None:
+async def test_backtracking_match_times_out() -> None:
     # Not caught at load: a repeated alternation whose branches match the same text.
     pattern = "(a|aa)+"
     assert value_pattern_problem(pattern) is None
 
     # regex counts the limit in CPU time, so a busy test machine stretches the wall-clock time.
     started = time.process_time()
-    problem = check_entered_value(provider(value_pattern=pattern), "a" * 60 + "!")
+    problem = await check_entered_value(provider(value_pattern=pattern), "a" * 60 + "!")
     elapsed = time.process_time() - started
 
     assert problem is not None

@@ -31,6 +31,8 @@ SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # default. A longer line stops the scan without an error and the rest is dropped.
 MAX_LINE_BYTES = 64 * 1024 - 1
 MAX_VALUE_BYTES = 64 * 1024
+# The reason an UnsafeValueError gives for Windows line endings, which callers may word advice for.
+CARRIAGE_RETURN_REASON = "a line of the value ends in a carriage return, which flyctl drops"
 
 TRIPLE_QUOTE = '"""'
 
@@ -157,7 +159,8 @@ ENCODING_FORMS: tuple[Callable[[str, str], str | None], ...] = (
 def _reject(name: str, reason: str) -> UnsafeValueError:
     return UnsafeValueError(
         f"secret {name} cannot be passed to flyctl unchanged: {reason}. "
-        "Nothing was sent to Fly; generate a value without these characters or set it by hand."
+        "Nothing was sent to Fly; generate a value without these characters or set it by hand.",
+        reason=reason,
     )
 
 
@@ -186,7 +189,7 @@ def _check_value(name: str, value: object) -> str:
     if "\n" in value:
         lines = value.split("\n")
         if any(line.endswith("\r") for line in lines[:-1]):
-            raise _reject(name, "a line of the value ends in a carriage return, which flyctl drops")
+            raise _reject(name, CARRIAGE_RETURN_REASON)
         if any(line.endswith(TRIPLE_QUOTE) for line in lines[:-1]):
             raise _reject(name, 'a line of the value ends in """, which flyctl reads as the end of the value')
     return value

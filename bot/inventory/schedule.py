@@ -30,23 +30,28 @@ STAGED_STATUS = "staged"
 _PRIORITIES = {priority.value for priority in Priority}
 
 
-class InventoryRow(Protocol):
-    """The inventory columns that assess reads: an InventorySecret, or a row of InventoryStore's status query."""
+class ScheduledRow(Protocol):
+    """The inventory columns that a secret's priority and due time come from."""
 
-    @property
-    def app(self) -> str: ...
     @property
     def name(self) -> str: ...
     @property
     def priority(self) -> str | None: ...
     @property
-    def value_source(self) -> str | None: ...
-    @property
-    def fly_status(self) -> str | None: ...
-    @property
     def first_seen_at(self) -> datetime: ...
     @property
     def last_rotated_at(self) -> datetime | None: ...
+
+
+class InventoryRow(ScheduledRow, Protocol):
+    """The inventory columns that assess reads: an InventorySecret, or a row of InventoryStore's status query."""
+
+    @property
+    def app(self) -> str: ...
+    @property
+    def value_source(self) -> str | None: ...
+    @property
+    def fly_status(self) -> str | None: ...
     @property
     def rotation_source(self) -> str: ...
     @property
@@ -120,7 +125,7 @@ class SecretStatus:
         return self.snoozed_until is not None and self.snoozed_until > self.now
 
 
-def priority_for(row: InventoryRow, policy: Policy) -> Priority:
+def priority_for(row: ScheduledRow, policy: Policy) -> Priority:
     """Return a secret's priority: from secretbot.toml, else as chosen when secretbot added it, else the default."""
     if policy.secret(row.name) is None and row.priority in _PRIORITIES:
         return Priority(row.priority)
@@ -149,14 +154,18 @@ class Assessor:
                            for priority in Priority}
         self._apps = frozenset(policy.fly.apps)
 
+    def schedule(self, row: ScheduledRow) -> tuple[Priority, int, datetime]:
+        """Return a row's priority, its interval in days and its due time, none of which depends on `now`."""
+        priority = priority_for(row, self.policy)
+        interval_days, interval = self._intervals[priority]
+        return priority, interval_days, (row.last_rotated_at or row.first_seen_at) + interval
+
     def assess(self, row: InventoryRow, open_run_id: str | None = None) -> SecretStatus:
         """Work out the due time and state of one inventory row."""
         now = self.now
-        priority = priority_for(row, self.policy)
-        interval_days, interval = self._intervals[priority]
+        priority, interval_days, due_at = self.schedule(row)
         first_seen_at, last_rotated_at, snoozed_until, fly_status = (
             row.first_seen_at, row.last_rotated_at, row.snoozed_until, row.fly_status)
-        due_at = (last_rotated_at or first_seen_at) + interval
         snoozed = snoozed_until is not None and snoozed_until > now
 
         # The first matching state wins: what a person must act on comes before what is fine.

@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import Dialect, Select, select, type_coerce
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.types import UserDefinedType
 
 from bot import audit
 from bot.clock import Clock, SystemClock
 from bot.errors import CommandError
 from bot.inventory.schedule import Assessor, SecretStatus
+from bot.inventory.status_cache import StatusCache, StatusOverview
+from bot.inventory.status_rows import STATUS_QUERY, StatusColumns, read_open_runs
+from bot.overview import by_urgency
 from bot.policy import Policy
 from bot.shared_reads import JoinedCalls
-from bot.storage.models import InventorySecret, RunSecret, UTCDateTime
+from bot.storage.models import InventorySecret
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class InventoryStore:
         # many people at once then costs one read, not one each: reading 10,000 rows takes
         # 0.3 s of the event loop that also acknowledges Slack's requests.
         self._shared_reads: JoinedCalls[str | None, list[SecretStatus]] = JoinedCalls()
+        self._status_cache = StatusCache(sessions)
 
     async def statuses(self, *, app: str | None = None, shared: bool = False) -> list[SecretStatus]:
         """Return every secret present on Fly (of one app, or all), ordered by app and name.
@@ -55,23 +57,34 @@ class InventoryStore:
             return await self._read_statuses(app)
         return list(await self._shared_reads.get(app, lambda: self._read_statuses(app)))
 
-    async def _read_statuses(self, app: str | None) -> list[SecretStatus]:
+    async def status_overview(self, *, app: str | None = None, limit: int) -> StatusOverview:
+        """Return how many secrets present on Fly (of one app, or all) are in each state, and the `limit` most urgent.
+
+        The result equals StatusOverview.from_statuses(by_urgency(statuses(app=app)), limit=limit),
+        but only the shown rows are assessed on a call that finds the inventory unchanged
+        since the last one (see bot.inventory.status_cache).
+        """
+        now = self.clock.now()
+        overview = await self._status_cache.overview(app=app, policy=self.policy, now=now, limit=limit)
+        if overview is None:
+            overview = StatusOverview.from_statuses(by_urgency(await self._read_statuses(app, now)), limit=limit)
+        return overview
+
+    async def _read_statuses(self, app: str | None, now: datetime | None = None) -> list[SecretStatus]:
         # Core rows of the columns assess reads, not ORM entities: at 10,000 secrets, loading
         # entities took about half of /secret status, in attribute instrumentation and in
-        # UTCDateTime's conversion of each timestamp (see _UTCTimestamp).
-        assessor = Assessor(self.policy, self.clock.now())
-        query = _STATUS_QUERY
-        open_query = select(RunSecret.app, RunSecret.name, RunSecret.run_id).where(RunSecret.open.is_(True))
+        # UTCDateTime's conversion of each timestamp (see status_rows.UTCTimestamp).
+        assessor = Assessor(self.policy, now or self.clock.now())
+        query = STATUS_QUERY
         if app is not None:
             query = query.where(InventorySecret.app == app)
-            open_query = open_query.where(RunSecret.app == app)
         statuses = []
         async with self.sessions() as session:
-            open_runs = {(row.app, row.name): row.run_id for row in await session.execute(open_query)}
+            open_runs = await read_open_runs(session, app)
             # Each row is assessed as it is read, so no list of 10,000 intermediate rows is kept
             # alive long enough for the garbage collector to scan it.
             for count, row in enumerate(await session.execute(query), start=1):
-                columns = _StatusColumns._make(row)
+                columns = StatusColumns._make(row)
                 statuses.append(assessor.assess(columns, open_runs.get((columns.app, columns.name))))
                 if count % ROWS_PER_SLICE == 0:
                     # Let the event loop acknowledge waiting requests between slices.
@@ -184,69 +197,6 @@ class InventoryStore:
         await audit.append_with(self.sessions, [entry], change)
         logger.info("reminder snoozed app=%s secret=%s days=%d user=%s", app, name, days, actor)
         return until
-
-
-class _UTCTimestamp(UserDefinedType[datetime]):
-    """Reads a UTCDateTime column into the same aware UTC datetime in one call per value.
-
-    UTCDateTime, a TypeDecorator, converts each value in two Python calls (the dialect's
-    parser, then process_result_value). For the timestamps of 10,000 inventory entities
-    that took about a tenth of /secret status. SQLite returns the stored text, which is
-    parsed with datetime.fromisoformat as SQLAlchemy's SQLite dialect parses it, and
-    asyncpg returns an aware datetime.
-    """
-
-    cache_ok = True
-
-    def get_col_spec(self, **_kw: Any) -> str:
-        return "TIMESTAMP"
-
-    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], datetime | None]:
-        return _utc_timestamp
-
-
-def _utc_timestamp(value: str | datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class _StatusColumns(NamedTuple):
-    """One row of the status query, in its column order.
-
-    A SQLAlchemy Row reads a column by name in about 0.4 µs, and assess reads a dozen of
-    them, while a NamedTuple's fields read about ten times faster.
-    """
-
-    app: str
-    name: str
-    priority: str | None
-    value_source: str | None
-    fly_status: str | None
-    rotation_source: str
-    last_run_id: str | None
-    snoozed_by: str | None
-    snooze_reason: str | None
-    first_seen_at: datetime
-    last_rotated_at: datetime | None
-    changed_outside_at: datetime | None
-    snoozed_until: datetime | None
-
-
-def _status_query() -> Select[Any]:
-    """Select the present secrets' columns that assess reads, in _StatusColumns' order, by app and name."""
-    table = InventorySecret.__table__.c
-    columns = []
-    for name in _StatusColumns._fields:
-        column = table[name]
-        is_timestamp = isinstance(column.type, UTCDateTime)
-        columns.append(type_coerce(column, _UTCTimestamp()).label(name) if is_timestamp else column)
-    return select(*columns).where(table.removed_at.is_(None)).order_by(table.app, table.name)
-
-
-_STATUS_QUERY = _status_query()
 
 
 async def _listed_row(session: AsyncSession, app: str, name: str) -> InventorySecret:

@@ -146,8 +146,11 @@ class Engine:
         runbook = self.runbooks[kind]
         run_id = secrets.token_hex(6)
         taken_over: list[OpenRun] = []
-        takeover_reason = (f"Cancelled: superseded by run {run_id}, the compromised-secret runbook that {requester} "
-                           "started; that run replaces the value, so this rotation stopped before any change.")
+        # The reason names no one, because the requester is recorded as the cancelled step's actor,
+        # which Slack shows as a mention beside it and the terminal by name. Slack escapes the
+        # reason's text, so a requester written into it, even as `<@U…>`, would show as a raw ID.
+        takeover_reason = (f"Cancelled: superseded by run {run_id} of the compromised-secret runbook, which "
+                           "replaces the value, so this rotation stopped before any change.")
         try:
             async with self.services.sessions.begin() as session:
                 if kind == COMPROMISED_KIND:
@@ -485,7 +488,7 @@ class Engine:
 
         inputs = step_kind.inputs(view, self.services.policy)
         if inputs:
-            problems = step_kind.validate(ctx, decision)
+            problems = await step_kind.validate(ctx, decision)
             if problems:
                 logger.info("entered values rejected run_id=%s step=%d user=%s secrets=%s",
                             run_id, position, user_id, ",".join(sorted(problems)))

@@ -143,8 +143,12 @@ class StepKind(ABC):
         """Return the values a person enters to complete this step; empty for buttons only."""
         return ()
 
-    def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
-        """Return problems with the entered values by secret name; empty when they are fine."""
+    async def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
+        """Return problems with the entered values by secret name; empty when they are fine.
+
+        The engine awaits it before Slack receives the form's acknowledgement, so a slow check must
+        not block the event loop.
+        """
         return {}
 
     def authorize(self, ctx: StepContext, decision: Decision) -> str | None:

@@ -113,18 +113,18 @@ class NewSecretValue(RequesterOrApproverStep):
             allowed_users=self.allowed_users(ctx.run, ctx.policy),
         )
 
-    def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
+    async def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
         values = decision.values or {}
         problems: dict[str, str] = {}
         for name in ctx.run.secret_names:
             configured = ctx.policy.secret(name)
             if configured is not None:
                 if configured.source is Source.PROVIDER:
-                    problem = check_entered_value(configured, values.get(name, ""))
+                    problem = await check_entered_value(configured, values.get(name, ""))
                     if problem is not None:
                         problems[name] = problem
                 continue
-            problems.update(_choice_problems(name, values))
+            problems.update(await _choice_problems(name, values))
         return problems
 
     async def decide(self, ctx: StepContext, decision: Decision) -> StepOutcome:
@@ -167,7 +167,7 @@ class NewSecretValue(RequesterOrApproverStep):
         return "; ".join(f"{policy.name}: {describe_format(policy)}" for policy in policies)
 
 
-def _choice_problems(name: str, values: Mapping[str, str]) -> dict[str, str]:
+async def _choice_problems(name: str, values: Mapping[str, str]) -> dict[str, str]:
     """Return the problems with a submitted priority, source and value for a name secretbot.toml does not list."""
     problems: dict[str, str] = {}
     priority, source, value = values.get(PRIORITY_INPUT), values.get(SOURCE_INPUT), values.get(name, "")
@@ -176,8 +176,8 @@ def _choice_problems(name: str, values: Mapping[str, str]) -> dict[str, str]:
     if source not in {item.value for item in Source}:
         problems[SOURCE_INPUT] = "Choose where the value comes from."
     elif source == Source.PROVIDER.value:
-        problem = check_entered_value(SecretPolicy(name=name, priority=Priority.MEDIUM, source=Source.PROVIDER),
-                                      value)
+        problem = await check_entered_value(SecretPolicy(name=name, priority=Priority.MEDIUM,
+                                                         source=Source.PROVIDER), value)
         if problem is not None:
             problems[name] = problem
     elif value:

@@ -35,7 +35,7 @@ class Review(RequesterOrApproverStep):
         return Waiting(prompt="What will prevent this next time? Press the button to write the review.",
                        allowed_users=self.allowed_users(ctx.run, ctx.policy))
 
-    def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
+    async def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
         text = (decision.values or {}).get(REVIEW_INPUT, "").strip()
         if not text:
             return {REVIEW_INPUT: "Write a sentence or two."}

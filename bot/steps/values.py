@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.errors import UnsafeValueError
 from bot.flyctl import encode_import
+from bot.flyctl.importfile import CARRIAGE_RETURN_REASON
 from bot.generate import generate_value
 from bot.policy import Policy, SecretPolicy, Source, ValueFormat
 from bot.runbook.context import StepContext
@@ -19,7 +20,7 @@ from bot.runbook.steps import (
     Waiting,
 )
 from bot.runbook.views import RunView
-from bot.value_checks import pattern_mismatch, value_problem
+from bot.value_checks import pattern_mismatch_in_thread, value_problem
 
 # The Slack form's plain_text_input accepts at most 3000 characters, so a longer value can
 # only come from a forged submission.
@@ -32,8 +33,11 @@ def describe_format(policy: SecretPolicy) -> str:
     return f"{policy.length} random bytes, {policy.value_format.value}"
 
 
-def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
-    """Return why an entered value is rejected, or None. The message never quotes the value."""
+async def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
+    """Return why an entered value is rejected, or None. The message never quotes the value.
+
+    The value_pattern match runs in a worker thread, so a slow pattern does not hold up the event loop.
+    """
     if value == "":
         return "Enter a value."
     if len(value) > MAX_ENTERED_LENGTH:
@@ -42,14 +46,24 @@ def check_entered_value(policy: SecretPolicy, value: str) -> str | None:
     if problem is not None:
         return problem
     if policy.value_pattern is not None:
-        problem = pattern_mismatch(policy.value_pattern, value, name=policy.name)
+        problem = await pattern_mismatch_in_thread(policy.value_pattern, value, name=policy.name)
         if problem is not None:
             return problem
     try:
         encode_import({policy.name: value})
     except UnsafeValueError as exc:
-        return f"{exc}."
+        return _unsafe_value_message(exc)
     return None
+
+
+def _unsafe_value_message(exc: UnsafeValueError) -> str:
+    """Word flyctl's limit for the person who entered the value: a provider's value cannot be generated anew."""
+    if exc.reason == CARRIAGE_RETURN_REASON:
+        return ("The value has Windows line endings (a carriage return before each line feed), and flyctl drops "
+                "a carriage return at the end of a line, so Fly would store a different value. Convert the line "
+                "endings to LF and enter the value again.")
+    return (f"The value cannot be passed to flyctl unchanged: {exc.reason}. Nothing was sent to Fly; check the "
+            "value at its source and enter it again.")
 
 
 class NewValues(RequesterOrApproverStep):
@@ -116,11 +130,11 @@ class NewValues(RequesterOrApproverStep):
             prompt = f"Generated {summary}.\n{prompt}"
         return Waiting(prompt=prompt, allowed_users=self.allowed_users(ctx.run, ctx.policy))
 
-    def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
+    async def validate(self, ctx: StepContext, decision: Decision) -> dict[str, str]:
         values = decision.values or {}
         problems: dict[str, str] = {}
         for item in self.inputs(ctx.run, ctx.policy):
-            problem = check_entered_value(ctx.secret_policy(item.name), values.get(item.name, ""))
+            problem = await check_entered_value(ctx.secret_policy(item.name), values.get(item.name, ""))
             if problem is not None:
                 problems[item.name] = problem
         return problems
