@@ -1,10 +1,10 @@
 """The `secretbot` executable's entry point, which ends quietly on a stop signal while the command line loads.
 
-Importing bot.cli loads every subcommand's modules, about 0.7 s on 2 cores. A deploy's
-SIGTERM in that time would otherwise kill the process (status 143), and Ctrl-C would
-print a KeyboardInterrupt traceback. Nothing has been opened or written yet, so both end
-the process with status 0. The usual handlers are back before the command runs, so
-`secretbot run` still gets KeyboardInterrupt on Ctrl-C.
+A deploy's SIGTERM while bot.cli is imported would otherwise kill the process (status
+143), and Ctrl-C would print a KeyboardInterrupt traceback. Nothing has been opened or
+written yet, so both end the process with status 0. The usual handlers are back before the
+command runs, so `secretbot run` still gets KeyboardInterrupt on Ctrl-C; `serve` installs
+the same handler again while it imports the server (bot/cli.py).
 """
 
 from __future__ import annotations
