@@ -46,8 +46,8 @@ class QueryTimes:
     """Median times of the status and history replies with `audit_records` records in the audit log.
 
     `status_ms` is a reply while the inventory is unchanged, which reuses the status
-    snapshot; `status_after_change_ms` is the first reply after one secret changed, which
-    reads a new one.
+    snapshot. `status_after_change_ms` is the first reply after one secret changed, which
+    reads a new snapshot.
     """
 
     audit_records: int

@@ -150,7 +150,11 @@ def pack_lines(lines: Iterable[str], *, max_blocks: int, max_chars: int) -> tupl
 
 def _left_out(statuses: list[SecretStatus], shown: int) -> str:
     rest = statuses[shown:]
-    return f"…and {len(rest)} more ({_counts_text(rest)})."
+    return _left_out_text(len(rest), count_states(rest))
+
+
+def _left_out_text(left_out: int, counts: Mapping[State, int]) -> str:
+    return f"…and {left_out} more ({_state_counts_text(counts)})."
 
 
 def status_message(statuses: list[SecretStatus], *, app: str | None) -> tuple[str, list[dict[str, Any]]]:
@@ -182,7 +186,7 @@ def status_overview_message(overview: StatusOverview, *, app: str | None) -> tup
         rest = {state: count - shown_counts.get(state, 0) for state, count in overview.counts.items()}
         rest = {state: count for state, count in rest.items() if count}
         narrow = "" if app else " Narrow it with `/secret status --app APP`, or"
-        blocks.append(context(f"…and {overview.total - shown} more ({_state_counts_text(rest)}).{narrow} run "
+        blocks.append(context(f"{_left_out_text(overview.total - shown, rest)}{narrow} run "
                               "`secretbot status` in a terminal for the full table."))
     return truncate(summary.replace("*", ""), TEXT_LIMIT), blocks
 

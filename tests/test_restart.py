@@ -191,7 +191,7 @@ async def test_signal_during_startup_exits_zero(
 
 
 async def test_sigterm_while_slack_check_waits(bot_dir: Path, slack: SlackStandin, flyctl_wrapper: Path) -> None:
-    # auth.test answers 429 with a 30 s Retry-After, so start-up waits in the Slack check.
+    # auth.test returns 429 with a 30 s Retry-After, so start-up waits in the Slack check.
     slack.rate_limit_next("auth.test", retry_after=30)
     bot = BotProcess(workdir=bot_dir, slack_api_url=slack.base_url, flyctl=flyctl_wrapper)
     process = await _serve_process(bot)
