@@ -38,7 +38,7 @@ from bench.environment import Fleet, policy_text
 from bench.scale import age_inventory
 from bot.config import load_policy
 from bot.inventory.store import InventoryStore
-from bot.overview import by_urgency
+from bot.inventory.urgency import by_urgency
 from bot.reminders.scheduler import read_reminder
 from bot.storage.db import create_engine, create_session_factory, migrate
 from bot.storage.models import InventorySecret

@@ -14,7 +14,7 @@ import click
 from bot.config import load_policy
 from bot.errors import CommandError, SecretbotError
 from bot.inventory import InventoryStore, SecretStatus, State
-from bot.overview import by_urgency, count_states
+from bot.inventory.urgency import by_urgency, count_states
 from bot.settings import Settings, load_settings
 from bot.storage.db import connect_existing, create_session_factory
 

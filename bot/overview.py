@@ -1,50 +1,21 @@
-"""Read-only queries behind the status views: urgency order, one secret's audit history, open runs.
+"""Read-only queries behind the status views: one secret's audit history and the open runs.
 
 The Slack views, the Home tab and `secretbot status` all read through here, so they list
-the same secrets in the same order.
+the same records and runs. The order of secrets is in bot/inventory/urgency.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.inventory.schedule import SecretStatus, State
-from bot.policy import Priority
 from bot.runbook.views import TERMINAL_STATUSES
 from bot.storage.models import AuditRecord, Run
 
-# What a person must act on comes first. Within a state, the earliest due date comes first,
-# so the most overdue secret leads the list.
-STATE_ORDER = {
-    State.OVERDUE: 0,
-    State.STAGED: 1,
-    State.DUE_SOON: 2,
-    State.CHANGED_OUTSIDE: 3,
-    State.RUNNING: 4,
-    State.SNOOZED: 5,
-    State.OK: 6,
-}
-PRIORITY_ORDER = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
 HISTORY_LIMIT = 25
-
-
-def by_urgency(statuses: Iterable[SecretStatus]) -> list[SecretStatus]:
-    """Sort statuses most urgent first: by state, then due date, priority, app and name."""
-    return sorted(statuses, key=lambda status: (
-        STATE_ORDER[status.state], status.due_at, PRIORITY_ORDER[status.priority], status.app, status.name))
-
-
-def count_states(statuses: Iterable[SecretStatus]) -> dict[State, int]:
-    """Count secrets per state, in urgency order, leaving out states no secret is in."""
-    counts = {state: 0 for state in STATE_ORDER}
-    for status in statuses:
-        counts[status.state] += 1
-    return {state: count for state, count in counts.items() if count}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,11 @@ from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
 from bot.heap import freeze_startup_heap, release_startup_heap
 from bot.inventory import InventorySync
-from bot.inventory.auto_rotate import AutoRotator, RotatingInventorySync, open_automatic_runs
+from bot.inventory.auto_rotate import (
+    AutoRotator,
+    RotatingInventorySync,
+    open_automatic_runs,
+)
 from bot.metrics import CANCELLED, BotMetrics, metrics_route
 from bot.people import People
 from bot.policy import Policy
@@ -33,7 +37,12 @@ from bot.runbook.engine import Engine
 from bot.runbook.views import TERMINAL_STATUSES
 from bot.sealing import Sealer
 from bot.settings import Settings, remove_secrets_from_environment
-from bot.storage.db import create_engine, create_session_factory, migrate, schema_is_current
+from bot.storage.db import (
+    create_engine,
+    create_session_factory,
+    migrate,
+    schema_is_current,
+)
 from bot.storage.seen import SeenRequests
 from bot.summaries import SummaryPoster, SummaryQueue
 from handlers.http import SlackEndpoint
@@ -41,7 +50,12 @@ from handlers.listeners import register
 from handlers.observer import SlackObserver
 from handlers.reminder_poster import SlackReminderPoster
 from handlers.reminder_views import reminder_text
-from handlers.slack_app import SingleWorkspaceAuthorizer, SlackDirectory, create_app, create_client
+from handlers.slack_app import (
+    SingleWorkspaceAuthorizer,
+    SlackDirectory,
+    create_app,
+    create_client,
+)
 from handlers.socket_mode import SocketModeReceiver
 from handlers.summary_poster import SlackSummaryPoster, terminal_client
 from handlers.turns import after_ack_turns
@@ -68,6 +82,8 @@ class Bot:
     # Summaries of runs started from a terminal that wait for Slack, and who posts them.
     summaries: SummaryQueue | None = None
     summary_poster: SummaryPoster | None = None
+    # The replay ledger, closed at shutdown after the last request.
+    seen: SeenRequests | None = None
 
 
 class StoppedDuringStartup(Exception):
@@ -135,13 +151,13 @@ async def build_bot(settings: Settings, policy: Policy | None = None, *, stop: a
 
     web_app = web.Application(client_max_size=2 * 1024 * 1024)
     socket_mode: SocketModeReceiver | None = None
+    seen = SeenRequests(sessions)
     if app_token is not None:
-        socket_mode = SocketModeReceiver(slack_app, app_token=app_token, api_url=settings.slack_api_url,
-                                         seen=SeenRequests(sessions))
+        socket_mode = SocketModeReceiver(slack_app, app_token=app_token, api_url=settings.slack_api_url, seen=seen)
         await socket_mode.check_token()
     else:
         assert signing_secret is not None
-        endpoint = SlackEndpoint(slack_app, signing_secret, seen=SeenRequests(sessions))
+        endpoint = SlackEndpoint(slack_app, signing_secret, seen=seen)
         web_app.router.add_post("/slack/events", endpoint.handle)
     web_app.router.add_get("/healthz", _healthz(database))
     web_app.router.add_get("/metrics", metrics_route(
@@ -157,7 +173,7 @@ async def build_bot(settings: Settings, policy: Policy | None = None, *, stop: a
                                   read_automatic=lambda: open_automatic_runs(sessions))
     return Bot(web_app=web_app, engine=engine, database=database, inventory_sync=inventory_sync, reminders=reminders,
                socket_mode=socket_mode, summaries=SummaryQueue(sessions=sessions, clock=services.clock),
-               summary_poster=SlackSummaryPoster(client))
+               summary_poster=SlackSummaryPoster(client), seen=seen)
 
 
 def reminder_poster(settings: Settings) -> ReminderPoster:
@@ -321,6 +337,9 @@ async def _serve_until_stopped(settings: Settings, bot: Bot, runner: web.AppRunn
     await after_ack_turns.drain(SHUTDOWN_GRACE_SECONDS)
     await bot.engine.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))
     await runner.cleanup()
+    if bot.seen is not None:
+        with suppress(Exception):
+            await bot.seen.close()
     with suppress(Exception):
         await bot.database.dispose()
     logger.info("secretbot stopped")

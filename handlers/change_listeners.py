@@ -23,6 +23,7 @@ from bot.runbook.engine import AlreadyDecided, AlreadyOpen, Engine, Invalid, Rej
 from bot.runbook.views import RunView
 from handlers import add_form, messages
 from handlers.command_text import RotateCommand, SecretChangeCommand
+from handlers.detach import respond_at_ack
 from handlers.inventory_listeners import Reply, StartRotation
 from handlers.observer import SLACK_FAILURES, SlackObserver
 from handlers.payloads import modal_submission, user_id_of
@@ -196,12 +197,14 @@ def _backup_step(run: RunView) -> int | None:
 
 def register_changes(app: AsyncApp, commands: ChangeCommands) -> None:
     @app.view(add_form.ADD_MODAL_CALLBACK)
+    @respond_at_ack
     @after_ack_turns
     async def add_form_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         # Validation and storage take milliseconds; inline errors can only go in the acknowledgement.
         await commands.form_submitted(ack, body, view)
 
     @app.action(messages.RESTORE_ACTION_ID)
+    @respond_at_ack
     @after_ack_turns
     async def restore_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                              respond: AsyncRespond) -> None:

@@ -32,6 +32,7 @@ from handlers.command_text import (
     rotate_target,
     unknown_secret_error,
 )
+from handlers.detach import respond_at_ack
 from handlers.inventory_listeners import StartRotation
 from handlers.observer import SlackObserver
 from handlers.payloads import user_id_of
@@ -142,6 +143,7 @@ def register_diagnose(app: AsyncApp, commands: DiagnoseCommands) -> None:
     """Register the fix buttons; `/secret diagnose` itself is dispatched by the `/secret` listener."""
 
     @app.action(FIX_ACTION_PATTERN)
+    @respond_at_ack
     @after_ack_turns
     async def fix_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()

@@ -22,12 +22,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.errors import CommandError, SecretbotError
 from bot.inventory import assess
 from bot.inventory.sync import InventorySync
-from bot.overview import by_urgency, open_runs, secret_history
+from bot.inventory.urgency import by_urgency
+from bot.overview import open_runs, secret_history
 from bot.policy import APP_NAME_PATTERN, SECRET_NAME_PATTERN, Policy
 from bot.runbook.engine import Engine
 from bot.shared_reads import JoinedCalls
 from handlers import messages, status_views
-from handlers.payloads import user_id_of
 from handlers.command_text import (
     HISTORY_USAGE,
     ROTATED_USAGE,
@@ -39,7 +39,9 @@ from handlers.command_text import (
     rotate_target,
     unknown_secret_error,
 )
+from handlers.detach import respond_at_ack
 from handlers.observer import SLACK_FAILURES, SlackObserver
+from handlers.payloads import user_id_of
 from handlers.reminder_views import (
     ROTATE_ACTION_ID,
     SNOOZE_ACTION_ID,
@@ -329,6 +331,7 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
     """Register the reminder buttons, the snooze form and the Home tab; `/secret` itself dispatches to `commands`."""
 
     @app.action(ROTATE_ACTION_ID)
+    @respond_at_ack
     @after_ack_turns
     async def rotate_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                             respond: AsyncRespond | None = None) -> None:
@@ -348,17 +351,20 @@ def register_inventory(app: AsyncApp, commands: InventoryCommands) -> None:
             await commands.publish_home(user_id, client, notice="\n".join(notices) or None)
 
     @app.action(SNOOZE_ACTION_ID)
+    @respond_at_ack
     async def snooze_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                             respond: AsyncRespond | None = None) -> None:
         await ack()
         await commands.snooze_clicked(body, action, reply=_clicker_reply(body, respond, client), client=client)
 
     @app.view(status_views.SNOOZE_CALLBACK)
+    @respond_at_ack
     @after_ack_turns
     async def snooze_form(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
         await commands.snooze_submitted(ack, body, view, client)
 
     @app.event("app_home_opened")
+    @respond_at_ack
     @after_ack_turns
     async def home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
         user_id = event.get("user")

@@ -38,6 +38,7 @@ from handlers.command_text import (
     help_text,
     parse_command,
 )
+from handlers.detach import check_every_listener_detached, respond_at_ack
 from handlers.diagnose_listeners import DiagnoseCommands, register_diagnose
 from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
 from handlers.observer import SlackObserver
@@ -117,6 +118,7 @@ def register(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackOb
     register_diagnose(app, diagnosis)
     register_recovery(app, engine=engine, observer=observer)
     register_changes(app, changes)
+    check_every_listener_detached(app)
 
 
 def _register_core(app: AsyncApp, *, engine: Engine, policy: Policy, observer: SlackObserver,
@@ -124,6 +126,7 @@ def _register_core(app: AsyncApp, *, engine: Engine, policy: Policy, observer: S
     """Register the `/secret` command, the run's step and form buttons, and the value form."""
 
     @app.command("/secret")
+    @respond_at_ack
     @after_ack_turns
     async def secret_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         user_id = str(command.get("user_id", ""))
@@ -170,6 +173,7 @@ def _register_core(app: AsyncApp, *, engine: Engine, policy: Policy, observer: S
                               reply=_ephemeral_reply(respond))
 
     @app.action(STEP_ACTION_PATTERN)
+    @respond_at_ack
     @after_ack_turns
     async def step_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
@@ -198,6 +202,7 @@ def _register_core(app: AsyncApp, *, engine: Engine, policy: Policy, observer: S
             assert isinstance(result, Accepted)
 
     @app.action(FORM_ACTION_PATTERN)
+    @respond_at_ack
     async def enter_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                            respond: AsyncRespond) -> None:
         await ack()
@@ -232,6 +237,7 @@ def _register_core(app: AsyncApp, *, engine: Engine, policy: Policy, observer: S
                           text="The form could not be opened in time; press the button again.")
 
     @app.view(messages.VALUE_MODAL_CALLBACK)
+    @respond_at_ack
     @after_ack_turns
     async def values_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user_id = user_id_of(body)

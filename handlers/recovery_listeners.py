@@ -20,6 +20,7 @@ from bot.runbook.engine import AlreadyOpen, Engine, Rejected
 from bot.runbook.views import RunView
 from handlers import messages
 from handlers.command_text import MAX_REASON_LENGTH
+from handlers.detach import respond_at_ack
 from handlers.observer import SlackObserver
 from handlers.payloads import user_id_of
 from handlers.turns import after_ack_turns
@@ -46,6 +47,7 @@ def register_recovery(app: AsyncApp, *, engine: Engine, observer: SlackObserver)
         return result.run
 
     @app.action(messages.RETRY_ACTION_ID)
+    @respond_at_ack
     @after_ack_turns
     async def retry_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                            respond: AsyncRespond) -> None:
@@ -68,6 +70,7 @@ def register_recovery(app: AsyncApp, *, engine: Engine, observer: SlackObserver)
         await _reply(respond, messages.started_reply(started, link))
 
     @app.action(messages.ROLLBACK_ACTION_ID)
+    @respond_at_ack
     @after_ack_turns
     async def rollback_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                               respond: AsyncRespond) -> None:
@@ -92,6 +95,7 @@ def register_recovery(app: AsyncApp, *, engine: Engine, observer: SlackObserver)
         await _reply(respond, messages.started_reply(started, link))
 
     @app.action(messages.LOGS_ACTION_ID)
+    @respond_at_ack
     @after_ack_turns
     async def logs_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()

@@ -18,7 +18,8 @@ from typing import Any
 from bot.inventory import SecretStatus, State
 from bot.inventory.status_cache import StatusOverview
 from bot.inventory.sync import AppSync
-from bot.overview import OpenRun, SecretHistory, count_states
+from bot.inventory.urgency import count_states
+from bot.overview import OpenRun, SecretHistory
 from bot.storage.models import AuditRecord
 from handlers.command_text import MAX_REASON_LENGTH, reason_problem
 from handlers.messages import (

@@ -684,3 +684,12 @@ def test_lowercase_names_index_carries_over_to_copies_with_added_secrets(tmp_pat
     # Built once per loaded file, not once per command.
     assert copy.lowercase_names is policy.lowercase_names
     assert copy.added == {"hotel-voice-bot": {}}
+
+
+def test_lowercase_names_built_once_for_fresh_copies(tmp_path: Path) -> None:
+    # The listener never reads the index of the loaded policy itself, only of its copies.
+    policy = load_policy(tmp_path / "absent.toml", required=False)
+    first = policy.with_added({})
+    second = policy.with_added({"hotel-voice-bot": {}})
+    assert first.lowercase_names is second.lowercase_names
+    assert "jwt_secret" in second.lowercase_names

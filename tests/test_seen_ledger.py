@@ -1,6 +1,6 @@
 """Where the replay ledger keeps its keys. With SQLite they are in a file beside the database
 file, so recording a request does not wait for the database's write lock. With PostgreSQL
-they are in the database's seen_requests table."""
+they are in the database's seen_requests table, written through a connection of the ledger's own."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.settings import normalize_database_url
 from bot.storage.db import create_engine, create_session_factory, migrate
@@ -44,6 +45,7 @@ async def test_postgres_ledger_is_database_table(postgres_url: str) -> None:
         async with engine.connect() as connection:
             in_database = (await connection.execute(text("SELECT count(*) FROM seen_requests"))).scalar_one()
     finally:
+        await ledger.close()
         await engine.dispose()
 
     assert ledger.ledger_file() is None
@@ -133,3 +135,35 @@ async def test_first_times_one_write_per_request(tmp_path: Path) -> None:
     assert results[0] == [True, False]
     assert results[1] == [True, True]
     assert results[2] == [True, False]
+
+
+async def test_postgres_ledger_writes_while_pool_is_busy(postgres_url: str) -> None:
+    # Every connection of the bot's pool is taken, as by the queries of many runs at once.
+    url = normalize_database_url(postgres_url)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30)
+    await migrate(engine)
+    ledger = SeenRequests(create_session_factory(engine))
+    try:
+        async with engine.connect() as busy:
+            await busy.execute(text("SELECT 1"))
+            first = await asyncio.wait_for(ledger.first_time("signature:pool-busy"), timeout=5)
+            again = await asyncio.wait_for(ledger.first_time("signature:pool-busy"), timeout=5)
+    finally:
+        await ledger.close()
+        await engine.dispose()
+
+    assert first
+    assert not again
+
+
+async def test_postgres_ledger_reopens_after_close(postgres_url: str) -> None:
+    engine = create_engine(normalize_database_url(postgres_url))
+    await migrate(engine)
+    ledger = SeenRequests(create_session_factory(engine))
+    try:
+        assert await ledger.first_time("signature:before-close")
+        await ledger.close()
+        assert not await ledger.first_time("signature:before-close")
+    finally:
+        await ledger.close()
+        await engine.dispose()

@@ -20,7 +20,7 @@ from bot.flyctl import FlySecret
 from bot.inventory import InventoryStore, InventorySync, State
 from bot.inventory.schedule import Assessor
 from bot.inventory.status_cache import StatusOverview
-from bot.overview import by_urgency
+from bot.inventory.urgency import by_urgency
 from bot.policy import InventorySettings, Priority, ReminderSettings, builtin_policy
 from bot.settings import normalize_database_url
 from bot.storage.db import create_engine, create_session_factory

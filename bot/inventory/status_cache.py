@@ -63,7 +63,7 @@ from bot.inventory.status_rows import (
     read_columns,
     read_open_runs,
 )
-from bot.overview import PRIORITY_ORDER, STATE_ORDER, count_states
+from bot.inventory.urgency import PRIORITY_ORDER, STATE_ORDER, count_states
 from bot.policy import Policy
 from bot.storage.models import InventorySecret
 

@@ -20,7 +20,7 @@ from bot.errors import CommandError
 from bot.inventory.schedule import Assessor, SecretStatus
 from bot.inventory.status_cache import StatusCache, StatusOverview
 from bot.inventory.status_rows import STATUS_QUERY, StatusColumns, read_open_runs
-from bot.overview import by_urgency
+from bot.inventory.urgency import by_urgency
 from bot.policy import Policy
 from bot.shared_reads import JoinedCalls
 from bot.storage.models import InventorySecret

@@ -15,7 +15,10 @@ Where the keys live:
   records, steps), which made acknowledgements under load take seconds. Processes that
   share the database file share this file too.
 - With PostgreSQL, or an in-memory SQLite database, in the `seen_requests` table of the
-  database itself. PostgreSQL inserts of different keys do not wait for each other.
+  database itself. PostgreSQL inserts of different keys do not wait for each other. On
+  PostgreSQL the ledger writes through a connection of its own (`close()` releases it):
+  through the shared pool, each write waited for a connection behind the queries of
+  every run in progress.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from bot.clock import Clock, SystemClock
 from bot.storage.db import create_private_file
@@ -79,6 +87,8 @@ class SeenRequests:
         self._waiting: list[tuple[tuple[str, ...], asyncio.Future[list[bool]]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._store: _KeyStore | None = None
+        # The ledger's own engine on PostgreSQL, once the first key is written.
+        self._own_engine: AsyncEngine | None = None
 
     async def first_time(self, key: str) -> bool:
         """Record `key`; return False if it was recorded before (by this or another process).
@@ -97,6 +107,13 @@ class SeenRequests:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_waiting(), name="seen-requests-writer")
         return await future
+
+    async def close(self) -> None:
+        """Close the ledger's own PostgreSQL connection, if it opened one. Later writes open it again."""
+        engine, self._own_engine = self._own_engine, None
+        if engine is not None:
+            self._store = None
+            await engine.dispose()
 
     def ledger_file(self) -> Path | None:
         """Return the SQLite file the keys are written to, or None when they are in the database itself."""
@@ -133,6 +150,12 @@ class SeenRequests:
     async def _open_store(self, now: datetime) -> _KeyStore:
         path = self.ledger_file()
         if path is None:
+            bind = self.sessions.kw.get("bind")
+            if bind is not None and bind.dialect.name == "postgresql":
+                # One connection is enough: the writes are serialized by `_write_waiting`.
+                self._own_engine = create_async_engine(bind.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+                logger.info("replay ledger opened in the database's seen_requests table, on a connection of its own")
+                return _DatabaseTable(async_sessionmaker(self._own_engine, expire_on_commit=False))
             logger.info("replay ledger opened in the database's seen_requests table")
             return _DatabaseTable(self.sessions)
 
