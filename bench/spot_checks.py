@@ -59,6 +59,23 @@ async def running_bot(world: World, *, postgres: str | None,
         yield bot, started_in
 
 
+async def wait_for_first_sync(bot: BotProcess, *, timeout: float = 300.0) -> None:
+    """Wait until the bot's log shows its start-up inventory sync finished.
+
+    The sync of the fleet (20 flyctl calls and 1,320 new secrets to record) kept the
+    bot busy for several seconds after /healthz, so a measurement started right after
+    SETTLE_SECONDS measured the acknowledgements beside it. The recorded run starts its
+    50-client level only after the 1-client one, when the sync is long over.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while "inventory sync finished" not in bot.log():
+        if loop.time() > deadline:
+            raise TimeoutError(f"the bot's start-up inventory sync did not finish within {timeout:.0f} s; "
+                               f"see {bot.log_path}")
+        await asyncio.sleep(0.2)
+
+
 @contextlib.contextmanager
 def py_spy(pid: int, output: Path | None) -> Iterator[None]:
     """Record the process `pid` with py-spy while the block runs, when `output` is given."""
@@ -121,6 +138,7 @@ async def check_acks(root: Path, arguments: argparse.Namespace) -> None:
         await baseline.start()
         try:
             async with running_bot(world, postgres=arguments.postgres, source=arguments.bot_source) as (bot, _):
+                await wait_for_first_sync(bot)
                 await asyncio.sleep(SETTLE_SECONDS)
                 assert bot.process is not None
                 with py_spy(bot.process.pid, arguments.profile):

@@ -2,8 +2,9 @@
 return exactly what a full read returns after every kind of change, on both databases.
 
 Each test compares the overview with StatusOverview.from_statuses(by_urgency(statuses())),
-and the `/secret status` replies built from each, and checks from the cache's count of
-snapshots read that the change was noticed (a new snapshot) or that the snapshot was reused.
+and the `/secret status` replies built from each. It checks from the cache's counters that
+the change was noticed and how: a snapshot updated from its changed rows, a snapshot read in
+full, or the snapshot reused.
 """
 
 from __future__ import annotations
@@ -95,8 +96,25 @@ async def assert_matches_full_read(store: InventoryStore, *, app: str | None = N
         dataclasses.asdict(status) for status in expected.statuses]
 
 
+def bulk_rows(count: int) -> list[InventorySecret]:
+    """Deployed secrets spread over the two apps of APPS, rotated between 0 and 120 days ago."""
+    return [InventorySecret(
+        app=APPS[index % 2], name=f"BULK_{index:03d}", digest=f"d{index}", fly_status="Deployed",
+        first_seen_at=NOW - timedelta(days=200), last_seen_at=NOW,
+        last_rotated_at=NOW - timedelta(days=index % 120, hours=index), rotation_source="operator")
+        for index in range(count)]
+
+
 def snapshots_read(store: InventoryStore) -> int:
     return store._status_cache.snapshots_read
+
+
+def snapshots_updated(store: InventoryStore) -> int:
+    return store._status_cache.snapshots_updated
+
+
+def rows_placed(store: InventoryStore) -> int:
+    return store._status_cache.rows_placed
 
 
 async def present_names(store: InventoryStore, app: str) -> list[str]:
@@ -167,17 +185,19 @@ async def test_sync_changes_are_seen(store: InventoryStore) -> None:
     listing.listings[app][0] = FlySecret(name=rows[0].name, digest="digest-set-outside", status="Deployed")
     listing.listings[app].append(FlySecret(name="NEW_SECRET", digest="digest-new", status="Staged"))
 
-    read = snapshots_read(store)
+    read, updated = snapshots_read(store), snapshots_updated(store)
     result = await sync.sync_app(app)
     assert result.ok, result.error
     await assert_matches_full_read(store)
-    assert snapshots_read(store) == read + 1
+    assert snapshots_read(store) == read
+    assert snapshots_updated(store) == updated + 1
 
     # A second, identical sync only moves last_seen_at, which no status shows.
     result = await sync.sync_app(app)
     assert result.ok, result.error
     await assert_matches_full_read(store)
-    assert snapshots_read(store) == read + 1
+    assert snapshots_read(store) == read
+    assert snapshots_updated(store) == updated + 1
     after = await full_overview(store)
     assert after.counts != before.counts
     assert removed.name not in await present_names(store, app)
@@ -190,7 +210,7 @@ async def test_sync_changes_are_seen(store: InventoryStore) -> None:
 async def test_store_change_is_seen(store: InventoryStore, change: str) -> None:
     """Each change moves a secret that a list of three does not show into another state, or out of the list."""
     await assert_matches_full_read(store)
-    read = snapshots_read(store)
+    read, updated = snapshots_read(store), snapshots_updated(store)
     before = await full_overview(store)
     unshown = before.statuses[3:]
     overdue = [status for status in unshown if status.state is State.OVERDUE][-1]
@@ -226,11 +246,163 @@ async def test_store_change_is_seen(store: InventoryStore, change: str) -> None:
     await assert_matches_full_read(store)
     after = await full_overview(store)
     assert (after.total, after.counts) != (before.total, before.counts)
+    assert snapshots_read(store) == read
     if change == "run_opened":
         # Open runs are read on every call and laid over the snapshot.
-        assert snapshots_read(store) == read
+        assert snapshots_updated(store) == updated
     else:
-        assert snapshots_read(store) > read
+        assert snapshots_updated(store) == updated + 1
+
+
+async def ok_unshown(store: InventoryStore) -> Any:
+    """Return the least urgent OK secret, which a list of three does not show before or after a change."""
+    return [status for status in (await full_overview(store)).statuses[3:] if status.state is State.OK][-1]
+
+
+@pytest.mark.parametrize("change", ["removed", "added", "changed"])
+async def test_update_reads_changed_rows_only(store: InventoryStore, change: str) -> None:
+    """One row goes, comes or changes: the snapshot is updated with that row alone, and counts it right."""
+    await assert_matches_full_read(store)
+    read, updated, placed = snapshots_read(store), snapshots_updated(store), rows_placed(store)
+    before = await full_overview(store)
+    ok = await ok_unshown(store)
+
+    if change == "removed":
+        await store.record_removed(app=ok.app, names=[ok.name], run_id="run00000009")
+    elif change == "added":
+        async with store.sessions.begin() as session:
+            session.add(InventorySecret(app=ok.app, name="ADDED_SECRET", digest="digest-added", fly_status="Staged",
+                                        first_seen_at=NOW, last_seen_at=NOW, rotation_source="unknown"))
+    else:
+        async with store.sessions.begin() as session:
+            await session.execute(update(InventorySecret).where(
+                InventorySecret.app == ok.app, InventorySecret.name == ok.name).values(fly_status="Staged"))
+
+    await assert_matches_full_read(store)
+    after = await full_overview(store)
+    assert after.counts != before.counts
+    assert snapshots_read(store) == read
+    assert snapshots_updated(store) == updated + 1
+    assert rows_placed(store) == placed + (0 if change == "removed" else 1)
+
+
+async def test_app_snapshots_update_apart(store: InventoryStore) -> None:
+    """A row moved between apps leaves one app's snapshot and joins the other's, and stays once in the all-apps one."""
+    first, second = APPS
+    # Enough rows per app that two changed rows stay within the share that an update reads.
+    async with store.sessions.begin() as session:
+        session.add_all(bulk_rows(40))
+    for app in (None, first, second):
+        await assert_matches_full_read(store, app=app)
+    read, updated, placed = snapshots_read(store), snapshots_updated(store), rows_placed(store)
+    moved = (await present_names(store, second))[0]
+    snoozed = (await present_names(store, first))[0]
+
+    async with store.sessions.begin() as session:
+        await session.execute(update(InventorySecret).where(
+            InventorySecret.app == second, InventorySecret.name == moved).values(app=first, name="MOVED_SECRET"))
+    await store.snooze(app=first, name=snoozed, days=3, reason=None, actor="U0AAA")
+
+    for app in (None, first, second):
+        await assert_matches_full_read(store, app=app)
+    assert "MOVED_SECRET" in await present_names(store, first)
+    assert moved not in await present_names(store, second)
+    assert snapshots_read(store) == read
+    assert snapshots_updated(store) == updated + 3
+    # The moved and the snoozed row, for the all-apps snapshot and the first app's. The
+    # second app's snapshot only drops the moved row.
+    assert rows_placed(store) == placed + 4
+
+
+@pytest.mark.parametrize("share", ["quarter", "over_quarter"])
+async def test_many_changes_read_in_full(store: InventoryStore, share: str) -> None:
+    """Up to a quarter of the rows changed updates the snapshot, and more reads it in full."""
+    await assert_matches_full_read(store)
+    read, updated = snapshots_read(store), snapshots_updated(store)
+    async with store.sessions() as session:
+        ids = list(await session.scalars(select(InventorySecret.id).where(
+            InventorySecret.removed_at.is_(None)).order_by(InventorySecret.id)))
+    changed = len(ids) // 4 + (1 if share == "over_quarter" else 0)
+
+    async with store.sessions.begin() as session:
+        await session.execute(update(InventorySecret).where(InventorySecret.id.in_(ids[:changed])).values(
+            snoozed_until=NOW + timedelta(days=1)))
+
+    await assert_matches_full_read(store)
+    if share == "quarter":
+        assert (snapshots_read(store), snapshots_updated(store)) == (read, updated + 1)
+    else:
+        assert (snapshots_read(store), snapshots_updated(store)) == (read + 1, updated)
+
+
+async def test_separator_in_value_reads_in_full(store: InventoryStore) -> None:
+    """A value that contains the fingerprint's row separator, which splits its row's text in two."""
+    await assert_matches_full_read(store)
+    read = snapshots_read(store)
+    ok = await ok_unshown(store)
+
+    async with store.sessions.begin() as session:
+        await session.execute(update(InventorySecret).where(
+            InventorySecret.app == ok.app, InventorySecret.name == ok.name).values(fly_status="Deployed;'x','y',"))
+
+    await assert_matches_full_read(store)
+    assert snapshots_read(store) == read + 1
+
+
+@pytest.mark.parametrize("name", ["IT'S_KEY", "BACK\\SLASH_KEY"])
+async def test_quoted_name_is_updated(store: InventoryStore, database_url: str, name: str) -> None:
+    """A changed row is found again by the app and name that its fingerprint text quotes.
+
+    PostgreSQL's quote_nullable writes a string with a backslash as E'...', which the
+    update does not parse, so it reads the snapshot in full instead.
+    """
+    await assert_matches_full_read(store)
+    read, updated = snapshots_read(store), snapshots_updated(store)
+    ok = await ok_unshown(store)
+
+    async with store.sessions.begin() as session:
+        await session.execute(update(InventorySecret).where(
+            InventorySecret.app == ok.app, InventorySecret.name == ok.name).values(name=name, fly_status="Staged"))
+
+    await assert_matches_full_read(store)
+    assert name in await present_names(store, ok.app)
+    if "\\" in name and not database_url.startswith("sqlite"):
+        assert (snapshots_read(store), snapshots_updated(store)) == (read + 1, updated)
+    else:
+        assert (snapshots_read(store), snapshots_updated(store)) == (read, updated + 1)
+
+
+async def test_write_during_update_is_seen(store: InventoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row that changes between the fingerprint and the update's read, then changes back.
+
+    The update contains the row's newest columns, which no fingerprint read so far describes,
+    so the call after the row changes back must not reuse the snapshot.
+    """
+    await assert_matches_full_read(store)
+    cache = store._status_cache
+    update_snapshot = cache._update_snapshot
+    ok = await ok_unshown(store)
+    written = []
+
+    async def set_fly_status(value: str) -> None:
+        async with store.sessions.begin() as session:
+            await session.execute(update(InventorySecret).where(
+                InventorySecret.app == ok.app, InventorySecret.name == ok.name).values(fly_status=value))
+
+    async def write_then_update(*arguments: Any) -> Any:
+        if not written:
+            await set_fly_status("Staged")
+            written.append(ok.name)
+        return await update_snapshot(*arguments)
+
+    # A new text that leaves the secret OK, so that the next call updates the snapshot.
+    await set_fly_status("deployed")
+    monkeypatch.setattr(cache, "_update_snapshot", write_then_update)
+    assert await store.status_overview(limit=3) == await full_overview(store, limit=3)
+    assert written
+
+    await set_fly_status("deployed")
+    await assert_matches_full_read(store)
 
 
 async def test_run_finishing_is_seen(store: InventoryStore) -> None:
@@ -292,7 +464,7 @@ async def test_write_between_reads_is_seen(store: InventoryStore, monkeypatch: p
 
 async def test_policy_change_is_seen(store: InventoryStore) -> None:
     await assert_matches_full_read(store)
-    read = snapshots_read(store)
+    read, updated = snapshots_read(store), snapshots_updated(store)
 
     store.policy = dataclasses.replace(store.policy, inventory=InventorySettings(default_priority=Priority.HIGH))
     await assert_matches_full_read(store)
@@ -300,6 +472,7 @@ async def test_policy_change_is_seen(store: InventoryStore) -> None:
     await assert_matches_full_read(store)
 
     assert snapshots_read(store) == read + 2
+    assert snapshots_updated(store) == updated
 
 
 async def test_second_store_write_is_seen(store: InventoryStore, database_url: str) -> None:
@@ -324,11 +497,7 @@ async def test_second_store_write_is_seen(store: InventoryStore, database_url: s
 async def test_truncated_reply_matches(store: InventoryStore) -> None:
     """Enough secrets that the reply ends with the count of those left out."""
     async with store.sessions.begin() as session:
-        for index in range(400):
-            session.add(InventorySecret(
-                app=APPS[index % 2], name=f"BULK_{index:03d}", digest=f"d{index}", fly_status="Deployed",
-                first_seen_at=NOW - timedelta(days=200), last_seen_at=NOW,
-                last_rotated_at=NOW - timedelta(days=index % 120, hours=index), rotation_source="operator"))
+        session.add_all(bulk_rows(400))
 
     expected = await full_overview(store)
     text, blocks = status_overview_message(await store.status_overview(limit=STATUS_LINES_MAX), app=None)
