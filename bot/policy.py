@@ -198,9 +198,9 @@ class Policy:
     def with_added(self, added: Mapping[str, Mapping[str, SecretPolicy]]) -> Policy:
         """Return a copy of this policy with the stored choices of added secrets replaced by `added`."""
         copy = replace(self, added=added)
-        # Every command is parsed with such a copy, and it lists the same secrets, so the index
-        # of their names is built once on this policy and shared, instead of once per command
-        # (1,320 names took about 0.25 ms, before the acknowledgement of each rotate command).
+        # Every command is parsed with such a copy, which lists the same secrets. So the index
+        # of their names is built once on this policy and shared by the copies. Built per
+        # command, it took about 0.25 ms for 1,320 names before each rotate command's ack.
         copy.__dict__["lowercase_names"] = self.lowercase_names
         return copy
 

@@ -20,11 +20,7 @@ from bot.errors import ConfigError
 from bot.flyctl import FlyctlClient, Redactor
 from bot.heap import freeze_startup_heap, release_startup_heap
 from bot.inventory import InventorySync
-from bot.inventory.auto_rotate import (
-    AutoRotator,
-    RotatingInventorySync,
-    open_automatic_runs,
-)
+from bot.inventory.auto_rotate import AutoRotator, RotatingInventorySync, open_automatic_runs
 from bot.metrics import CANCELLED, BotMetrics, metrics_route
 from bot.people import People
 from bot.policy import Policy
@@ -37,12 +33,7 @@ from bot.runbook.engine import Engine
 from bot.runbook.views import TERMINAL_STATUSES
 from bot.sealing import Sealer
 from bot.settings import Settings, remove_secrets_from_environment
-from bot.storage.db import (
-    create_engine,
-    create_session_factory,
-    migrate,
-    schema_is_current,
-)
+from bot.storage.db import create_engine, create_session_factory, migrate, schema_is_current
 from bot.storage.seen import SeenRequests
 from bot.summaries import SummaryPoster, SummaryQueue
 from handlers.http import SlackEndpoint
@@ -50,12 +41,7 @@ from handlers.listeners import register
 from handlers.observer import SlackObserver
 from handlers.reminder_poster import SlackReminderPoster
 from handlers.reminder_views import reminder_text
-from handlers.slack_app import (
-    SingleWorkspaceAuthorizer,
-    SlackDirectory,
-    create_app,
-    create_client,
-)
+from handlers.slack_app import SingleWorkspaceAuthorizer, SlackDirectory, create_app, create_client
 from handlers.socket_mode import SocketModeReceiver
 from handlers.summary_poster import SlackSummaryPoster, terminal_client
 from handlers.turns import after_ack_turns

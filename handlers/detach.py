@@ -1,11 +1,11 @@
 """Listeners whose HTTP response goes to Slack at their `ack()`, while their work goes on in a task of their own.
 
 bolt has two ways to run a listener over HTTP. With `process_before_response=False` it
-starts the listener as a task and then checks every 10 ms whether `ack()` has been called,
-so each acknowledgement waits up to 10 ms after the listener is done with it, and during
+starts the listener as a task and then checks every 10 ms whether `ack()` has been called.
+So each acknowledgement waits up to 10 ms after the listener is done with it, and during
 a burst each waiting request wakes the event loop a hundred times a second. With
-`process_before_response=True` it awaits the listener and answers when the listener
-returns, which would hold the response until the listener's after-ack work is finished.
+`process_before_response=True` bolt awaits the listener and sends the response when the
+listener returns, which would hold the response until the after-ack work is finished.
 
 secretbot uses the second way, and `respond_at_ack` makes each listener return as soon
 as it calls `ack()` (or ends, or raises, whichever comes first): the rest of the listener

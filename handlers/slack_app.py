@@ -176,8 +176,8 @@ def create_app(*, client: AsyncWebClient, authorizer: SingleWorkspaceAuthorizer)
         authorize=authorizer.as_function(),
         # handlers.http checks signatures itself so that no request body is ever logged.
         request_verification_enabled=False,
-        # bolt answers when the listener returns, and every listener returns at its ack()
-        # (handlers/detach.py). The other way, bolt checks for the ack every 10 ms.
+        # bolt sends the response when the listener returns, and every listener returns at
+        # its ack() (handlers/detach.py). With False, bolt checks for the ack every 10 ms.
         process_before_response=True,
         name="secretbot",
         logger=logging.getLogger("slack_bolt"),

@@ -246,9 +246,9 @@ class StatusCache:
                                fingerprint: _Fingerprint) -> Snapshot:
         """Bring `snapshot` to the rows of `fingerprint`, reading only its new and changed rows.
 
-        Reads the whole snapshot instead when more than MAX_CHANGED_SHARE of the rows are new
-        or changed, when a value contains the row separator, or when a changed row's app or
-        name is quoted in a form that _secret_key does not parse.
+        Reads the whole snapshot instead in three cases: more than MAX_CHANGED_SHARE of the
+        rows are new or changed, a value contains the row separator, or a changed row's app
+        or name is quoted in a form that _secret_key does not parse.
         """
         present = _row_texts(fingerprint)
         if present is None:
