@@ -36,6 +36,7 @@ from bot.settings import Settings, remove_secrets_from_environment
 from bot.storage.db import create_engine, create_session_factory, migrate, schema_is_current
 from bot.storage.seen import SeenRequests
 from bot.summaries import SummaryPoster, SummaryQueue
+from handlers import detach
 from handlers.http import SlackEndpoint
 from handlers.listeners import register
 from handlers.observer import SlackObserver
@@ -321,6 +322,8 @@ async def _serve_until_stopped(settings: Settings, bot: Bot, runner: web.AppRunn
     # (a run row, a decision) must start before shutdown waits for the engine's own work.
     started = loop.time()
     await after_ack_turns.drain(SHUTDOWN_GRACE_SECONDS)
+    # Listeners that open a modal have no after-ack turn; their work is tracked only here.
+    await detach.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))
     await bot.engine.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))
     await runner.cleanup()
     if bot.seen is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -32,7 +32,7 @@ ACK_WAIT_SECONDS = 3.0
 # Set on every listener `respond_at_ack` returns, so the app check can find one without it.
 _MARK = "__secretbot_respond_at_ack__"
 
-Listener = Callable[..., Awaitable[Any]]
+Listener = Callable[..., Coroutine[Any, Any, Any]]
 
 
 def respond_at_ack(listener: Listener) -> Listener:
@@ -96,6 +96,26 @@ def _finished(name: str, acknowledged: asyncio.Future[None], task: asyncio.Task[
         # bolt logs a listener's failure when it runs the whole listener; this part ran without it.
         logger.error("listener %s failed after its acknowledgement (%s)", name, type(error).__name__,
                      exc_info=error)
+
+
+async def drain(timeout: float) -> None:
+    """Wait up to `timeout` seconds for the listener work of this event loop that has responded and still runs.
+
+    Called at shutdown after the server stops taking requests. Listeners that open a modal
+    (Enter value, Snooze) have no after-ack turn, so this set alone tracks them: without the
+    wait, a click acknowledged just before the signal would get no modal and no log line.
+    What is still running after `timeout` is logged and left to the caller, which stops the process.
+    """
+    loop = asyncio.get_running_loop()
+    # Tests run several event loops in one process; asyncio.wait takes tasks of its own loop only.
+    mine = {task for task in _running if task.get_loop() is loop}
+    if not mine:
+        return
+    logger.info("waiting for %d acknowledged listener(s) to finish", len(mine))
+    _done, pending = await asyncio.wait(mine, timeout=max(0.0, timeout))
+    if pending:
+        logger.warning("%d acknowledged listener(s) still running after %.1f s at shutdown; %s",
+                       len(pending), timeout, ", ".join(sorted(task.get_name() for task in pending)))
 
 
 def check_every_listener_detached(app: AsyncApp) -> None:

@@ -40,6 +40,7 @@ from handlers.command_text import (
     unknown_secret_error,
 )
 from handlers.detach import respond_at_ack
+from handlers.form_opening import form_failure_text, slack_error_code
 from handlers.observer import SLACK_FAILURES, SlackObserver
 from handlers.payloads import user_id_of
 from handlers.reminder_views import (
@@ -237,8 +238,8 @@ class InventoryCommands:
                 snooze, max_days=reminders.max_snooze_days, reason_required=reminders.snooze_reason_required))
         except SLACK_FAILURES as exc:
             logger.warning("views.open failed for the snooze form app=%s secret=%s error=%s", app, name,
-                           type(exc).__name__)
-            await reply("The snooze form could not be opened in time; press the button again.")
+                           slack_error_code(exc) or type(exc).__name__)
+            await reply(form_failure_text("snooze form", exc))
 
     async def snooze_submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                                client: AsyncWebClient) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import CommandError
@@ -41,7 +40,8 @@ from handlers.command_text import (
 from handlers.detach import check_every_listener_detached, respond_at_ack
 from handlers.diagnose_listeners import DiagnoseCommands, register_diagnose
 from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
-from handlers.observer import SlackObserver
+from handlers.form_opening import form_failure_text, slack_error_code
+from handlers.observer import SLACK_FAILURES, SlackObserver
 from handlers.payloads import modal_submission, user_id_of
 from handlers.recovery_listeners import register_recovery
 from handlers.turns import after_ack_turns
@@ -230,11 +230,9 @@ def _register_core(app: AsyncApp, *, engine: Engine, policy: Policy, observer: S
             view = (add_modal(run, step, inputs, policy) if form_action == DEFINE_ACTION
                     else messages.value_modal(run, step, inputs, action=form_action))
             await client.views_open(trigger_id=trigger_id, view=view)
-        except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else None
-            logger.warning("views.open failed run_id=%s error=%s", run.id, error)
-            await respond(response_type="ephemeral", replace_original=False,
-                          text="The form could not be opened in time; press the button again.")
+        except SLACK_FAILURES as exc:
+            logger.warning("views.open failed run_id=%s error=%s", run.id, slack_error_code(exc) or type(exc).__name__)
+            await respond(response_type="ephemeral", replace_original=False, text=form_failure_text("form", exc))
 
     @app.view(messages.VALUE_MODAL_CALLBACK)
     @respond_at_ack

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from bot.loop_local import LoopLocal
@@ -43,7 +43,7 @@ QUIET_WAIT_SECONDS = 1.0
 # progress can touch zero between two waves. The benchmark saw this once per 50 requests.
 QUIET_AFTER_SECONDS = 0.02
 
-Listener = Callable[..., Awaitable[Any]]
+Listener = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class AfterAckTurns:

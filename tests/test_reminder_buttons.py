@@ -7,6 +7,7 @@ channel, so the clicks carry exactly the buttons the reminder posts.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -152,6 +153,35 @@ async def test_snooze_without_reason_accepted(bot: BotProcess, driver: SlackDriv
     assert json.loads(str(records[0]["detail"]))["reason"] is None
     row = query(bot.database, "SELECT snoozed_by FROM inventory WHERE app = ? AND name = 'JWT_SECRET'", APP)
     assert row[0]["snoozed_by"] == APPROVER
+
+
+async def test_snooze_form_refused_by_slack_names_the_error(
+    bot: BotProcess, driver: SlackDriver, slack: SlackStandin
+) -> None:
+    message = await reminder(bot, slack)
+    slack.fail_next("views.open", error="internal_error")
+    click = await driver.click(channel=CHANNEL, ts=message.ts, action_id=SNOOZE_ACTION_ID, user_id=REQUESTER,
+                               block_id=block_of(message, "JWT_SECRET"))
+    assert click.status == 200
+
+    reply = await next_ephemeral(slack, REQUESTER, after=0)
+    assert "Slack refused to open the snooze form (`internal_error`)" in reply.text
+    assert slack.views(REQUESTER) == []
+    assert "views.open failed for the snooze form app=" in bot.log()
+    assert "error=internal_error" in bot.log()
+
+
+async def test_sigterm_right_after_snooze_click_still_opens_form(
+    bot: BotProcess, driver: SlackDriver, slack: SlackStandin
+) -> None:
+    message = await reminder(bot, slack)
+    # views.open is still in flight when the signal arrives, so shutdown has to wait for it.
+    slack.slow_next("views.open", seconds=1.0)
+    await driver.click(channel=CHANNEL, ts=message.ts, action_id=SNOOZE_ACTION_ID, user_id=REQUESTER,
+                       block_id=block_of(message, "JWT_SECRET"))
+    assert await bot.stop_async(signal.SIGTERM) == 0
+    assert len(slack.views(REQUESTER)) == 1
+    assert "still running" not in bot.log()
 
 
 async def test_snooze_over_cap_rejected_inline(bot: BotProcess, driver: SlackDriver, slack: SlackStandin) -> None:

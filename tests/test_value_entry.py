@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -135,6 +136,32 @@ async def test_backtracking_pattern_keeps_bot_responsive(
     assert body["response_action"] == "errors"
     assert "took longer than" in body["errors"][BLOCK]
     assert fly.secret_value(APP, "OPENAI_API_KEY") == "sk-old-openai-key"
+
+
+async def test_sigterm_right_after_enter_click_still_opens_form(
+    bot: BotProcess, driver: SlackDriver, slack: SlackStandin
+) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    # views.open is still in flight when the signal arrives, so shutdown has to wait for it.
+    slack.slow_next("views.open", seconds=1.0)
+    response = await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=REQUESTER)
+    assert response.status == 200
+    assert await bot.stop_async(signal.SIGTERM) == 0
+    assert [view.callback_id for view in slack.views(REQUESTER)] == ["enter_values"]
+    assert "waiting for 1 acknowledged listener(s) to finish" in bot.log()
+    assert "still running" not in bot.log()
+
+
+async def test_form_refused_by_slack_names_the_error(driver: SlackDriver, slack: SlackStandin) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    slack.fail_next("views.open", error="internal_error")
+    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=REQUESTER)
+    text = await slack.wait_for(lambda: next((text for text in response_texts(slack, REQUESTER)
+                                              if "form" in text), None), description="failure reply")
+    assert "`internal_error`" in text
+    assert "in time" not in text
+    # The button is still there, so pressing it again opens the form.
+    await open_form(driver, slack, parent, REQUESTER)
 
 
 async def test_bystander_cannot_enter_value(driver: SlackDriver, slack: SlackStandin) -> None:

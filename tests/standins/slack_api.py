@@ -115,6 +115,8 @@ class SlackStandin:
         self.view_response_problems: list[str] = []
 
         self._faults: dict[str, list[_Fault]] = {}
+        # Seconds to hold the next calls of a method before answering, as a slow Slack would.
+        self._slowdowns: dict[str, list[float]] = {}
         self._revoked_error: str | None = None
         self._server: _ServerHandle | None = None
         # (app-level token, URL factory) once enable_socket_mode was called.
@@ -252,6 +254,10 @@ class SlackStandin:
         # slack_sdk's retry handler parses Retry-After with int(), as Slack sends whole seconds.
         fault = _Fault(remaining=times, error="ratelimited", status=429, retry_after=int(retry_after))
         self._faults.setdefault(method, []).append(fault)
+
+    def slow_next(self, method: str, *, seconds: float, times: int = 1) -> None:
+        """Hold each of the next `times` calls of `method` for `seconds` before answering it."""
+        self._slowdowns.setdefault(method, []).extend([seconds] * times)
 
     def set_token_revoked(self, revoked: bool = True, *, error: str = "invalid_auth") -> None:
         """Fail every call with `error` while `revoked` is true, as after an uninstall."""
@@ -417,6 +423,9 @@ class SlackStandin:
         arrived_at = time.time()
         method = request.match_info["method"]
         extra_headers: dict[str, str] = {}
+        slowdowns = self._slowdowns.get(method)
+        if slowdowns:
+            await asyncio.sleep(slowdowns.pop(0))
         try:
             args = await _read_arguments(request)
         except SlackError as error:
