@@ -179,6 +179,9 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     # aiosqlite and the Slack SDK log request bodies at DEBUG; those can hold message text.
     for noisy in ("aiosqlite", "slack_sdk", "asyncio"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+    # slack_sdk's webhook client names the URL it posts to at INFO. A response_url is a
+    # credential for its half hour: whoever has it can post in the channel as the bot.
+    logging.getLogger("slack_sdk.webhook").setLevel(max(numeric, logging.WARNING))
     # SQLAlchemy logs every statement with its parameters at INFO.
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     # Alembic logs its context set-up on every revision check, i.e. every /healthz.

@@ -71,6 +71,8 @@ class Bot:
     summary_poster: SummaryPoster | None = None
     # The replay ledger, closed at shutdown after the last request.
     seen: SeenRequests | None = None
+    # The HTTP endpoint, when requests come over HTTP; it refuses requests once shutdown begins.
+    endpoint: SlackEndpoint | None = None
 
 
 class StoppedDuringStartup(Exception):
@@ -138,6 +140,7 @@ async def build_bot(settings: Settings, policy: Policy | None = None, *, stop: a
 
     web_app = web.Application(client_max_size=2 * 1024 * 1024)
     socket_mode: SocketModeReceiver | None = None
+    endpoint: SlackEndpoint | None = None
     seen = SeenRequests(sessions)
     if app_token is not None:
         socket_mode = SocketModeReceiver(slack_app, app_token=app_token, api_url=settings.slack_api_url, seen=seen)
@@ -160,7 +163,7 @@ async def build_bot(settings: Settings, policy: Policy | None = None, *, stop: a
                                   read_automatic=lambda: open_automatic_runs(sessions))
     return Bot(web_app=web_app, engine=engine, database=database, inventory_sync=inventory_sync, reminders=reminders,
                socket_mode=socket_mode, summaries=SummaryQueue(sessions=sessions, clock=services.clock),
-               summary_poster=SlackSummaryPoster(client), seen=seen)
+               summary_poster=SlackSummaryPoster(client), seen=seen, endpoint=endpoint)
 
 
 def reminder_poster(settings: Settings) -> ReminderPoster:
@@ -298,6 +301,10 @@ async def _serve_until_stopped(settings: Settings, bot: Bot, runner: web.AppRunn
     summary_task = (asyncio.create_task(bot.summaries.run(bot.summary_poster, stop), name="terminal-summaries")
                     if bot.summaries is not None and bot.summary_poster is not None else None)
     await stop.wait()
+    # No new request is taken from here on, including on connections a client keeps open,
+    # so every click that shutdown waits for below was accepted before the signal.
+    if bot.endpoint is not None:
+        bot.endpoint.stop_accepting()
     # Before anything is closed, so what shutdown drops is finalized as without the freeze.
     release_startup_heap()
     await expiry

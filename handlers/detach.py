@@ -107,15 +107,25 @@ async def drain(timeout: float) -> None:
     What is still running after `timeout` is logged and left to the caller, which stops the process.
     """
     loop = asyncio.get_running_loop()
-    # Tests run several event loops in one process; asyncio.wait takes tasks of its own loop only.
-    mine = {task for task in _running if task.get_loop() is loop}
-    if not mine:
-        return
-    logger.info("waiting for %d acknowledged listener(s) to finish", len(mine))
-    _done, pending = await asyncio.wait(mine, timeout=max(0.0, timeout))
-    if pending:
+    deadline = loop.time() + max(0.0, timeout)
+    announced = False
+    # Listener work that starts while this waits (a request already inside the endpoint when
+    # shutdown began) is waited for too, so the set is read again after each wait.
+    while True:
+        # Tests run several event loops in one process; asyncio.wait takes tasks of its own loop only.
+        mine = {task for task in _running if task.get_loop() is loop}
+        if not mine:
+            return
+        if not announced:
+            logger.info("waiting for %d acknowledged listener(s) to finish", len(mine))
+            announced = True
+        remaining = deadline - loop.time()
+        if remaining > 0:
+            await asyncio.wait(mine, timeout=remaining)
+            continue
         logger.warning("%d acknowledged listener(s) still running after %.1f s at shutdown; %s",
-                       len(pending), timeout, ", ".join(sorted(task.get_name() for task in pending)))
+                       len(mine), timeout, ", ".join(sorted(task.get_name() for task in mine)))
+        return
 
 
 def check_every_listener_detached(app: AsyncApp) -> None:

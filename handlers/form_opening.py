@@ -8,10 +8,25 @@ Slack keeps answering `internal_error` presses the button forever.
 
 from __future__ import annotations
 
+from typing import Any
+
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from handlers.slack_app import form_client
 
 # views.open's answers for a trigger_id that is too old, already used, or not one Slack issued.
 TRIGGER_ERRORS = frozenset({"expired_trigger_id", "exchanged_trigger_id", "invalid_trigger_id"})
+# Answers that mean Slack does not accept the bot token, which pressing again cannot change.
+TOKEN_ERRORS = frozenset({"not_authed", "invalid_auth", "token_revoked", "token_expired", "account_inactive"})
+# Seconds to wait for views.open. The trigger_id is dead 3 s after the click, so a longer
+# wait only holds the person (and a shutdown) before the same failure.
+OPEN_TIMEOUT_SECONDS = 5
+
+
+async def open_form(client: AsyncWebClient, *, trigger_id: str, view: dict[str, Any]) -> None:
+    """Open `view` for the click of `trigger_id`, without the rate-limit retries of other calls."""
+    await form_client(client, timeout=OPEN_TIMEOUT_SECONDS).views_open(trigger_id=trigger_id, view=view)
 
 
 def slack_error_code(error: BaseException) -> str | None:
@@ -27,6 +42,9 @@ def form_failure_text(form: str, error: BaseException) -> str:
     code = slack_error_code(error)
     if code in TRIGGER_ERRORS:
         return f"The {form} could not be opened in time; press the button again."
+    if code in TOKEN_ERRORS:
+        return (f"Slack rejected secretbot's token (`{code}`), so the {form} did not open; ask whoever runs "
+                "secretbot to check its Slack bot token.")
     if code == "ratelimited":
         return f"Slack is limiting secretbot's calls, so the {form} did not open; press the button again in a minute."
     if code is not None:

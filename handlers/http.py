@@ -55,8 +55,24 @@ class SlackEndpoint:
         self.verifier = SignatureVerifier(signing_secret)
         # Without a ledger (unit tests of the body checks) replays and event retries are not detected.
         self.seen = seen
+        self.stopping = False
+
+    def stop_accepting(self) -> None:
+        """Answer every later request with 503, from the moment shutdown begins.
+
+        Closing the listening socket is not enough: a client that keeps its connection
+        open, as a proxy may, can still send requests on it until the runner is cleaned
+        up, and a click accepted then could start work after shutdown stopped waiting.
+        With 503, Slack delivers an event again later and shows the user an error for a
+        command or a click, which they can repeat once the new process is up.
+        """
+        self.stopping = True
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.stopping:
+            logger.info("refused a request that arrived during shutdown path=%s", request.path)
+            return web.json_response({"error": "secretbot is shutting down; try again in a few seconds"},
+                                     status=503, headers={"Connection": "close", "Retry-After": "5"})
         # Work that listeners do after their acks waits while requests are being acknowledged.
         with after_ack_turns.acknowledging():
             return await self._handle(request)

@@ -40,7 +40,7 @@ from handlers.command_text import (
     unknown_secret_error,
 )
 from handlers.detach import respond_at_ack
-from handlers.form_opening import form_failure_text, slack_error_code
+from handlers.form_opening import form_failure_text, open_form, slack_error_code
 from handlers.observer import SLACK_FAILURES, SlackObserver
 from handlers.payloads import user_id_of
 from handlers.reminder_views import (
@@ -234,7 +234,7 @@ class InventoryCommands:
                                            thread_ts=thread_ts if isinstance(thread_ts, str) else None)
         reminders = self.policy.reminders
         try:
-            await client.views_open(trigger_id=trigger_id, view=status_views.snooze_modal(
+            await open_form(client, trigger_id=trigger_id, view=status_views.snooze_modal(
                 snooze, max_days=reminders.max_snooze_days, reason_required=reminders.snooze_reason_required))
         except SLACK_FAILURES as exc:
             logger.warning("views.open failed for the snooze form app=%s secret=%s error=%s", app, name,
@@ -397,7 +397,10 @@ def _clicker_reply(body: dict[str, Any], respond: AsyncRespond | None, client: A
 
     async def reply(text: str) -> None:
         if respond is not None and not _from_view(body):
-            await respond(response_type="ephemeral", replace_original=False, text=text)
+            try:
+                await respond(response_type="ephemeral", replace_original=False, text=text)
+            except SLACK_FAILURES as exc:
+                logger.warning("reply to a click not sent user=%s error=%s", user_id, type(exc).__name__)
             return
         if user_id is None:
             return

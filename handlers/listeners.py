@@ -40,7 +40,7 @@ from handlers.command_text import (
 from handlers.detach import check_every_listener_detached, respond_at_ack
 from handlers.diagnose_listeners import DiagnoseCommands, register_diagnose
 from handlers.inventory_listeners import InventoryCommands, Reply, register_inventory
-from handlers.form_opening import form_failure_text, slack_error_code
+from handlers.form_opening import form_failure_text, open_form, slack_error_code
 from handlers.observer import SLACK_FAILURES, SlackObserver
 from handlers.payloads import modal_submission, user_id_of
 from handlers.recovery_listeners import register_recovery
@@ -229,10 +229,16 @@ def _register_core(app: AsyncApp, *, engine: Engine, policy: Policy, observer: S
             form_action = str(action.get("action_id", ""))[len(messages.ACTION_PREFIX):]
             view = (add_modal(run, step, inputs, policy) if form_action == DEFINE_ACTION
                     else messages.value_modal(run, step, inputs, action=form_action))
-            await client.views_open(trigger_id=trigger_id, view=view)
+            await open_form(client, trigger_id=trigger_id, view=view)
         except SLACK_FAILURES as exc:
-            logger.warning("views.open failed run_id=%s error=%s", run.id, slack_error_code(exc) or type(exc).__name__)
-            await respond(response_type="ephemeral", replace_original=False, text=form_failure_text("form", exc))
+            logger.warning("views.open failed run_id=%s app=%s secrets=%s step=%s error=%s", run.id, run.app,
+                           ",".join(run.secret_names), step.kind, slack_error_code(exc) or type(exc).__name__)
+            try:
+                await respond(response_type="ephemeral", replace_original=False, text=form_failure_text("form", exc))
+            except SLACK_FAILURES as reply_error:
+                # Slack is unreachable for the reply as well; the warning above is all that is left.
+                logger.warning("reply about the unopened form not sent run_id=%s error=%s", run.id,
+                               type(reply_error).__name__)
 
     @app.view(messages.VALUE_MODAL_CALLBACK)
     @respond_at_ack

@@ -101,6 +101,30 @@ def create_client(*, token: str, base_url: str,
     )
 
 
+def form_client(client: AsyncWebClient, *, timeout: int) -> AsyncWebClient:
+    """Return a copy of `client` for views.open: failures are recorded, and retried once only if quick.
+
+    A click's trigger_id expires 3 seconds after the click. A rate-limit retry waits for
+    Retry-After (whole seconds), so past a second or two it ends with `expired_trigger_id`
+    after keeping the person, and a shutdown, waiting; without it the person is told at
+    once that Slack is limiting the bot. A connection error or a 5xx is retried once,
+    after slack_sdk's short backoff, which can still be in time.
+    """
+    recorders = [handler for handler in client.retry_handlers if isinstance(handler, ApiErrorRecorder)]
+    return AsyncWebClient(
+        token=client.token,
+        base_url=client.base_url,
+        timeout=timeout,
+        session=client.session,
+        headers=client.headers,
+        retry_handlers=[
+            *recorders,
+            AsyncConnectionErrorRetryHandler(max_retry_count=1),
+            AsyncServerErrorRetryHandler(max_retry_count=1),
+        ],
+    )
+
+
 class SingleWorkspaceAuthorizer:
     """Calls auth.test once and caches the result, so later requests do not wait on it."""
 

@@ -30,7 +30,7 @@ def test_rate_limit_says_wait() -> None:
     assert "in time" not in text
 
 
-@pytest.mark.parametrize("code", ["internal_error", "view_too_large", "invalid_arguments"])
+@pytest.mark.parametrize("code", ["internal_error", "view_too_large", "invalid_arguments", "fatal_error"])
 def test_other_slack_errors_are_named(code: str) -> None:
     text = form_failure_text("form", api_error(code))
     assert f"(`{code}`)" in text
@@ -44,3 +44,11 @@ def test_unreachable_slack_is_named(error: BaseException) -> None:
     assert text.startswith("Slack could not be reached to open the form")
     assert type(error).__name__ in text
     assert slack_error_code(error) is None
+
+
+@pytest.mark.parametrize("code", ["not_authed", "invalid_auth", "token_revoked"])
+def test_token_errors_point_to_the_token(code: str) -> None:
+    text = form_failure_text("form", api_error(code))
+    assert f"(`{code}`)" in text
+    assert "check its Slack bot token" in text
+    assert "press the button again" not in text

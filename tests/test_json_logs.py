@@ -338,3 +338,27 @@ def test_fly_toml_sets_json_logs() -> None:
     fly = tomllib.loads((REPO / "fly.toml").read_text())
 
     assert fly["env"]["LOG_FORMAT"] == "json"
+
+
+def test_response_url_not_logged_when_reply_fails() -> None:
+    # A response_url lets whoever holds it post as the bot, so a failed reply must not print it.
+    script = (
+        "import asyncio, socket\n"
+        "from slack_sdk.webhook.async_client import AsyncWebhookClient\n"
+        "from bot.logs import configure_logging\n"
+        "configure_logging('INFO')\n"
+        "probe = socket.socket(); probe.bind(('127.0.0.1', 0)); port = probe.getsockname()[1]; probe.close()\n"
+        "url = f'http://127.0.0.1:{port}/response/credential-like-path'\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await AsyncWebhookClient(url).send(text='hello')\n"
+        "    except Exception as error:\n"
+        "        print('failed', type(error).__name__)\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("failed ")
+    assert "credential-like-path" not in result.stderr

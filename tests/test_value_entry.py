@@ -152,6 +152,31 @@ async def test_sigterm_right_after_enter_click_still_opens_form(
     assert "still running" not in bot.log()
 
 
+async def test_click_on_open_connection_during_shutdown_refused(
+    bot: BotProcess, driver: SlackDriver, slack: SlackStandin
+) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    # One connection, kept open between requests, as a proxy may keep it.
+    async with aiohttp.ClientSession(trust_env=False, connector=aiohttp.TCPConnector(limit=1)) as session:
+        driver.session = session
+        slack.slow_next("views.open", seconds=2.0)
+        first = await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=REQUESTER)
+        assert first.status == 200
+        assert bot.process is not None
+        bot.process.send_signal(signal.SIGTERM)
+        await slack.wait_for(lambda: "start-up heap released" in bot.log(), description="shutdown begun")
+
+        late = await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=APPROVER)
+
+    assert late.status == 503
+    assert "shutting down" in late.text
+    assert await bot.stop_async(signal.SIGTERM) == 0
+    assert "refused a request that arrived during shutdown" in bot.log()
+    # The click before the signal still got its form; the refused one opened none.
+    assert len(slack.views(REQUESTER)) == 1
+    assert slack.views(APPROVER) == []
+
+
 async def test_form_refused_by_slack_names_the_error(driver: SlackDriver, slack: SlackStandin) -> None:
     parent = await approve_provider_rotation(driver, slack)
     slack.fail_next("views.open", error="internal_error")
@@ -162,6 +187,20 @@ async def test_form_refused_by_slack_names_the_error(driver: SlackDriver, slack:
     assert "in time" not in text
     # The button is still there, so pressing it again opens the form.
     await open_form(driver, slack, parent, REQUESTER)
+
+
+async def test_rate_limited_form_not_retried_past_trigger(driver: SlackDriver, slack: SlackStandin) -> None:
+    parent = await approve_provider_rotation(driver, slack)
+    # Retry-After outlives the trigger_id, so waiting for it could only end in expired_trigger_id.
+    slack.rate_limit_next("views.open", retry_after=4)
+    started = time.monotonic()
+    await driver.click(channel=CHANNEL, ts=parent.ts, action_id="step_enter", user_id=REQUESTER)
+    text = await slack.wait_for(lambda: next((text for text in response_texts(slack, REQUESTER)
+                                              if "form" in text), None), description="failure reply")
+
+    assert "Slack is limiting secretbot's calls" in text
+    assert time.monotonic() - started < 3
+    assert len([call for call in slack.calls if call.method == "views.open"]) == 1
 
 
 async def test_bystander_cannot_enter_value(driver: SlackDriver, slack: SlackStandin) -> None:

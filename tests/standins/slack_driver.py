@@ -14,6 +14,7 @@ holds, so a test clicks only what a user could see.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -97,6 +98,9 @@ class SlackDriver:
         # Slack still sends the deprecated verification token; bolt ignores it.
         self.verification_token = verification_token
         self.timeout = timeout
+        # Set to send every request on one session, whose connections stay open between
+        # requests as a proxy's do; by default each request gets a new connection.
+        self.session: aiohttp.ClientSession | None = None
 
     @property
     def _team(self) -> dict[str, Any]:
@@ -322,8 +326,12 @@ class SlackDriver:
         # trust_env=False keeps proxy variables from routing 127.0.0.1 traffic elsewhere.
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         started = time.monotonic()
-        async with aiohttp.ClientSession(trust_env=False, timeout=timeout) as session:
-            async with session.post(self.bot_url, data=body.encode(), headers=request_headers) as response:
+        async with contextlib.AsyncExitStack() as stack:
+            session = self.session
+            if session is None:
+                session = await stack.enter_async_context(aiohttp.ClientSession(trust_env=False, timeout=timeout))
+            async with session.post(self.bot_url, data=body.encode(), headers=request_headers,
+                                    timeout=timeout) as response:
                 text = await response.text()
                 elapsed = time.monotonic() - started
                 result = DriverResponse(
