@@ -137,6 +137,39 @@ async def test_first_times_one_write_per_request(tmp_path: Path) -> None:
     assert results[2] == [True, False]
 
 
+async def test_keys_arriving_meanwhile_share_a_write(tmp_path: Path) -> None:
+    engine = create_engine(normalize_database_url(f"sqlite:///{tmp_path / 'bot.db'}"))
+    await migrate(engine)
+    ledger = SeenRequests(create_session_factory(engine))
+    assert await ledger.first_time("signature:opened")
+    assert ledger._store is not None
+    store = ledger._store
+    writes: list[list[str]] = []
+    original = store.insert
+
+    async def counted(keys: list[str], **options: object) -> set[str]:
+        writes.append(keys)
+        return await original(keys, **options)  # type: ignore[arg-type]
+
+    store.insert = counted  # type: ignore[method-assign]
+
+    async def request(key: str, turns_before: int) -> bool:
+        # Stands for a request whose parsing takes `turns_before` more turns of the event loop.
+        for _ in range(turns_before):
+            await asyncio.sleep(0)
+        return await ledger.first_time(key)
+
+    try:
+        results = await asyncio.gather(request("signature:a", 0), request("signature:b", 1))
+    finally:
+        await engine.dispose()
+
+    assert results == [True, True]
+    assert writes == [["signature:a", "signature:b"]]
+    # 1 is NORMAL: the ledger file commits without an fsync each time.
+    assert store._connection.execute("PRAGMA synchronous").fetchone() == (1,)  # type: ignore[attr-defined]
+
+
 async def test_postgres_ledger_writes_while_pool_is_busy(postgres_url: str) -> None:
     # Every connection of the bot's pool is taken, as by the queries of many runs at once.
     url = normalize_database_url(postgres_url)

