@@ -266,9 +266,9 @@ class _LedgerFile:
                 # WAL, as for the main file: a commit appends to the log instead of rewriting pages.
                 connection.execute("PRAGMA journal_mode=WAL")
                 # No fsync per commit (WAL still syncs at checkpoints). A commit survives the
-                # process being killed; only a power loss or an OS crash can undo the last
-                # ones, and a machine back from that is past most of the 5 minutes in which a
-                # captured request could be replayed. The audit database keeps the default, FULL.
+                # process being killed. A power loss or an OS crash can undo the last ones;
+                # what that allows is one replay of those requests within their 5 minutes.
+                # The audit database keeps the default, FULL.
                 connection.execute("PRAGMA synchronous=NORMAL")
                 with connection:
                     for statement in self._SCHEMA:
