@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 # Fly sends SIGTERM on every deploy and waits kill_timeout (60 s in fly.toml) before
 # SIGKILL; running steps get most of that to finish.
 SHUTDOWN_GRACE_SECONDS = 45.0
+# aiohttp's wait for handlers still running when the runner is cleaned up (its default is 60 s).
+RUNNER_SHUTDOWN_SECONDS = 3.0
 # How long a reminder being posted at SIGTERM may take to finish.
 REMINDER_STOP_SECONDS = 10.0
 
@@ -257,7 +259,10 @@ async def serve(settings: Settings) -> None:
             await bot.database.dispose()
         logger.info("secretbot stopped during start-up, before serving")
         return
-    runner = web.AppRunner(bot.web_app, access_log=None)
+    # After the drains, cleanup closes the connections; a handler still running then (a
+    # client that never sends the rest of its body) is cancelled after this long instead
+    # of aiohttp's 60 s, which alone would reach the kill_timeout of 60 s in fly.toml.
+    runner = web.AppRunner(bot.web_app, access_log=None, shutdown_timeout=RUNNER_SHUTDOWN_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, host="0.0.0.0", port=settings.port)
     try:
@@ -328,7 +333,10 @@ async def _serve_until_stopped(settings: Settings, bot: Bot, runner: web.AppRunn
     # Requests acknowledged just before the signal may still wait for their turn. Their work
     # (a run row, a decision) must start before shutdown waits for the engine's own work.
     started = loop.time()
-    await after_ack_turns.drain(SHUTDOWN_GRACE_SECONDS)
+    if bot.endpoint is not None:
+        # Requests begun before the signal acknowledge first, so their work is in the drains below.
+        await bot.endpoint.finish_requests(SHUTDOWN_GRACE_SECONDS)
+    await after_ack_turns.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))
     # Listeners that open a modal have no after-ack turn; their work is tracked only here.
     await detach.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))
     await bot.engine.drain(max(0.0, SHUTDOWN_GRACE_SECONDS - (loop.time() - started)))

@@ -11,6 +11,7 @@ return 500, or 404 after bolt's 3-second wait for an ack. Such a body gets 400 h
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -56,6 +57,9 @@ class SlackEndpoint:
         # Without a ledger (unit tests of the body checks) replays and event retries are not detected.
         self.seen = seen
         self.stopping = False
+        # Requests inside `handle`, and the event set when the last of them ends (at shutdown).
+        self._in_progress = 0
+        self._idle: asyncio.Event | None = None
 
     def stop_accepting(self) -> None:
         """Answer every later request with 503, from the moment shutdown begins.
@@ -68,14 +72,36 @@ class SlackEndpoint:
         """
         self.stopping = True
 
+    async def finish_requests(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the requests that `handle` began before shutdown to be answered.
+
+        Such a request may still be reading its body or waiting for the replay ledger. It
+        was sent before the signal, so it is handled as usual, and it must have acknowledged
+        (and so registered its work) before shutdown waits for the listeners' work.
+        """
+        if self._in_progress == 0:
+            return
+        logger.info("waiting for %d request(s) in progress", self._in_progress)
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout))
+        except TimeoutError:
+            logger.warning("%d request(s) still in progress after %.1f s at shutdown", self._in_progress, timeout)
+
     async def handle(self, request: web.Request) -> web.Response:
         if self.stopping:
             logger.info("refused a request that arrived during shutdown path=%s", request.path)
             return web.json_response({"error": "secretbot is shutting down; try again in a few seconds"},
                                      status=503, headers={"Connection": "close", "Retry-After": "5"})
-        # Work that listeners do after their acks waits while requests are being acknowledged.
-        with after_ack_turns.acknowledging():
-            return await self._handle(request)
+        self._in_progress += 1
+        try:
+            # Work that listeners do after their acks waits while requests are being acknowledged.
+            with after_ack_turns.acknowledging():
+                return await self._handle(request)
+        finally:
+            self._in_progress -= 1
+            if self._in_progress == 0 and self._idle is not None:
+                self._idle.set()
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
@@ -150,7 +176,10 @@ class SlackEndpoint:
                 return web.Response(status=200)
         except SQLAlchemyError as exc:
             # Without the ledger a replay cannot be recognised, so nothing is handled.
-            logger.error("cannot record the request as seen (%s); returning 503", type(exc).__name__)
+            # The driver's own message ("database is locked"); SQLAlchemy's text would add the keys.
+            logger.error("cannot record the request as seen (%s: %s) ledger=%s; returning 503", type(exc).__name__,
+                         getattr(exc, "orig", None) or "no driver message",
+                         self.seen.ledger_file() or "the database's seen_requests table")
             return web.json_response({"error": "temporarily unavailable"}, status=503)
         return None
 

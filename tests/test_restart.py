@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import pytest
 
+from tests import databases
 from tests.botprocess import SIGNING_SECRET, BotProcess
 from tests.conftest import APP, APPROVER, REQUESTER
 from tests.flow import CHANNEL, parent_step_lines, query, wait_for_buttons, wait_for_parent, wait_for_status
@@ -206,3 +210,81 @@ async def test_sigterm_while_slack_check_waits(bot_dir: Path, slack: SlackStandi
     assert process.returncode == 0
     assert b"secretbot stopped during start-up, before serving" in output
     assert b"database schema" not in output
+
+
+async def test_sigterm_while_request_waits_for_ledger_finishes_it(bot: BotProcess, slack: SlackStandin) -> None:
+    driver = SlackDriver(bot_url=bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    # The first request creates the ledger (file or table).
+    assert (await driver.slash_command("help", user_id=REQUESTER, channel_id=CHANNEL)).status == 200
+    async with _ledger_locked(bot) as release:
+        command = asyncio.create_task(driver.slash_command("rotate JWT_SECRET", user_id=REQUESTER,
+                                                           channel_id=CHANNEL))
+        await asyncio.sleep(0.5)
+        assert bot.process is not None
+        bot.process.send_signal(signal.SIGTERM)
+        # Well within the ledger's 2 s wait for the lock, so the request is recorded and handled.
+        await asyncio.sleep(0.8)
+        await release()
+        response = await command
+
+    assert response.status == 200
+    assert await bot.stop_async(signal.SIGTERM) == 0
+    # The acknowledged command was carried out before the process ended.
+    assert len(query(bot.database, "SELECT id FROM runs")) == 1
+    assert "waiting for 1 request(s) in progress" in bot.log()
+
+
+@contextlib.asynccontextmanager
+async def _ledger_locked(bot: BotProcess) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Hold the replay ledger's write lock until the yielded function is awaited."""
+    if isinstance(bot.database, databases.SqliteDatabase):
+        path = bot.database.path.with_name(f"{bot.database.path.stem}.seen-requests{bot.database.path.suffix}")
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+
+        async def release_file() -> None:
+            connection.execute("ROLLBACK")
+
+        try:
+            yield release_file
+        finally:
+            connection.close()
+        return
+    holder = await asyncpg.connect(bot.database.url)
+    transaction = holder.transaction()
+    await transaction.start()
+    await holder.execute("LOCK TABLE seen_requests IN EXCLUSIVE MODE")
+    try:
+        yield transaction.rollback
+    finally:
+        await holder.close()
+
+
+async def test_sigterm_while_body_arrives_answers_it(bot: BotProcess, slack: SlackStandin) -> None:
+    driver = SlackDriver(bot_url=bot.events_url, signing_secret=SIGNING_SECRET, slack=slack)
+    fields = {"token": "legacy", "team_id": "T0TEAM", "team_domain": slack.workspace.team_domain,
+              "channel_id": CHANNEL, "user_id": REQUESTER, "command": "/secret", "text": "help",
+              "response_url": slack.new_response_url(channel=CHANNEL, user=REQUESTER),
+              "trigger_id": slack.new_trigger_id(REQUESTER)}
+    body = urlencode(fields).encode()
+    timestamp = str(int(time.time()))
+    head = (f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+            f"X-Slack-Request-Timestamp: {timestamp}\r\n"
+            f"X-Slack-Signature: {driver.signature_for(body.decode(), timestamp)}\r\n\r\n").encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", bot.port)
+    writer.write(head + body[:20])
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    assert bot.process is not None
+    signalled = time.monotonic()
+    bot.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(1.0)
+    writer.write(body[20:])
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 200")
+    assert await bot.stop_async(signal.SIGTERM) == 0
+    assert time.monotonic() - signalled < 20

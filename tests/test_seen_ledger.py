@@ -200,3 +200,24 @@ async def test_postgres_ledger_reopens_after_close(postgres_url: str) -> None:
     finally:
         await ledger.close()
         await engine.dispose()
+
+
+async def test_removed_ledger_file_opened_again(tmp_path: Path) -> None:
+    engine = create_engine(normalize_database_url(f"sqlite:///{tmp_path / 'bot.db'}"))
+    await migrate(engine)
+    try:
+        first = SeenRequests(create_session_factory(engine))
+        assert await first.first_time("signature:before")
+        ledger = first.ledger_file()
+        assert ledger is not None
+        for path in ledger.parent.glob(f"{ledger.name}*"):
+            path.unlink()
+
+        assert await first.first_time("signature:after")
+        # Another process, or this one restarted, reads the file at the path: the key is there.
+        second = SeenRequests(create_session_factory(engine))
+        assert not await second.first_time("signature:after")
+    finally:
+        await engine.dispose()
+
+    assert ledger.exists()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -54,8 +55,9 @@ KEEP_FOR = timedelta(hours=1)
 PRUNE_EVERY = 200
 # Added to the SQLite database file's stem for the ledger file: secretbot.db -> secretbot.seen-requests.db.
 LEDGER_FILE_INFIX = ".seen-requests"
-# Another process may hold the ledger file's write lock for one short insert; wait as long as for the main file.
-LEDGER_BUSY_TIMEOUT_SECONDS = 10.0
+# Another process may hold the ledger file's write lock for one short insert. Past 2 s the
+# request gets 503 rather than outliving Slack's 3 s limit for an acknowledgement.
+LEDGER_BUSY_TIMEOUT_SECONDS = 2.0
 # SQLite accepts 32,766 bound parameters per statement; two per key, so a burst is written in slices.
 MAX_KEYS_PER_INSERT = 1000
 
@@ -216,6 +218,8 @@ class _LedgerFile:
         self.path = path
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seen-requests")
         self._connection: sqlite3.Connection | None = None
+        # (device, inode) of the file the connection has open, to notice it being removed or replaced.
+        self._identity: tuple[int, int] | None = None
 
     async def insert(self, keys: list[str], *, now: datetime, prune_before: datetime | None) -> set[str]:
         cutoff = prune_before.timestamp() if prune_before is not None else None
@@ -229,7 +233,7 @@ class _LedgerFile:
     def _carry_over(self, keys: list[tuple[str, float]]) -> None:
         statement = "INSERT INTO seen_requests (key, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
         try:
-            connection = self._connection or self._open()
+            connection = self._current_connection()
             with connection:
                 connection.executemany(statement, keys)
         except sqlite3.Error as exc:
@@ -238,7 +242,7 @@ class _LedgerFile:
     def _insert(self, keys: list[str], seen_at: float, prune_before: float | None) -> set[str]:
         statement = ""
         try:
-            connection = self._connection or self._open()
+            connection = self._current_connection()
             inserted: set[str] = set()
             with connection:
                 if prune_before is not None:
@@ -256,6 +260,20 @@ class _LedgerFile:
             # The callers catch SQLAlchemy's errors, as raised for the database's own table, so
             # sqlite3's error is wrapped the way SQLAlchemy wraps a driver's error.
             raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+
+    def _current_connection(self) -> sqlite3.Connection:
+        """Return the open connection, or a new one if the file at `path` is no longer the one it has open.
+
+        A connection to a removed file keeps writing to it unseen, while another process
+        (or this one after a restart) creates a new file, and the two then no longer see
+        each other's keys. One stat per write (a few microseconds) catches that.
+        """
+        if self._connection is not None and self._identity != _file_identity(self.path):
+            logger.warning("replay ledger file %s was removed or replaced while open; opening it again, so "
+                           "requests recorded only in the old file are not recognised as replays", self.path)
+            self._connection.close()
+            self._connection = None
+        return self._connection or self._open()
 
     def _open(self) -> sqlite3.Connection:
         create_private_file(self.path)
@@ -285,4 +303,14 @@ class _LedgerFile:
                 connection.close()
                 raise
         self._connection = connection
+        self._identity = _file_identity(self.path)
         return connection
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """Return (device, inode) of `path`, or None if it does not exist."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
