@@ -77,3 +77,23 @@ async def test_private_existing_file_not_warned(tmp_path: Path, caplog: pytest.L
 
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
     assert mode(database) == 0o600
+
+
+async def test_shared_ledger_file_warned_as_ledger(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    database = tmp_path / "secretbot.db"
+    ledger_file = tmp_path / "secretbot.seen-requests.db"
+    ledger_file.touch(mode=0o644)
+    ledger_file.chmod(0o644)
+    engine = create_engine(normalize_database_url(f"sqlite:///{database}"))
+    try:
+        await migrate(engine)
+        with caplog.at_level(logging.WARNING, logger="bot.storage.db"):
+            assert await SeenRequests(create_session_factory(engine)).first_time("signature:one")
+    finally:
+        await engine.dispose()
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"SQLite file {ledger_file} is readable or writable by other users (mode 644)" in warnings[0]
+    assert "the signatures of recent Slack requests" in warnings[0]
+    assert "audit records" not in warnings[0]

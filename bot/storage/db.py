@@ -8,6 +8,7 @@ import fcntl
 import functools
 import logging
 import os
+import stat
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,8 +72,14 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(url.database or "")
 
 
-def create_private_file(path: Path) -> None:
+# What the bot's main SQLite file holds, for the warning about a file open to other users.
+DATABASE_CONTENTS = "encrypted backups, audit records and run state"
+
+
+def create_private_file(path: Path, contents: str = DATABASE_CONTENTS) -> None:
     """Create `path` empty with mode 0600 before SQLite opens it, or warn if an existing one is open to others.
+
+    `contents` says in the warning what the file holds.
 
     SQLite would create the file with mode 0644, readable by every user of the machine.
     It gives the -wal and -shm files it makes later the mode of the database file, so they
@@ -81,7 +88,7 @@ def create_private_file(path: Path) -> None:
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
-        _warn_if_shared(path)
+        _warn_if_shared(path, contents)
         return
     except OSError:
         # A missing or read-only folder: opening the database fails next and names the folder to fix.
@@ -90,17 +97,17 @@ def create_private_file(path: Path) -> None:
     logger.info("SQLite file created, readable by its owner only path=%s", path)
 
 
-def _warn_if_shared(path: Path) -> None:
+def _warn_if_shared(path: Path, contents: str) -> None:
     for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SQLITE_SIDE_FILE_SUFFIXES)):
         try:
             mode = candidate.stat().st_mode
         except OSError:
             continue
-        if mode & 0o077:
+        # A folder in the file's place fails when SQLite opens it, with its own error.
+        if stat.S_ISREG(mode) and mode & 0o077:
             logger.warning("SQLite file %s is readable or writable by other users (mode %03o), and it contains "
-                           "encrypted backups, audit records and run state; run `chmod 600 %s` so that only its "
-                           "owner can open it",
-                           candidate, mode & 0o777, candidate)
+                           "%s; run `chmod 600 %s` so that only its owner can open it",
+                           candidate, mode & 0o777, contents, candidate)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

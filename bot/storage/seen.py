@@ -276,7 +276,7 @@ class _LedgerFile:
         return self._connection or self._open()
 
     def _open(self) -> sqlite3.Connection:
-        create_private_file(self.path)
+        create_private_file(self.path, contents="the signatures of recent Slack requests")
         connection = sqlite3.connect(self.path, timeout=LEDGER_BUSY_TIMEOUT_SECONDS, check_same_thread=False)
         deadline = time.monotonic() + LEDGER_BUSY_TIMEOUT_SECONDS
         while True:
