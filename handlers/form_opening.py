@@ -50,5 +50,8 @@ def form_failure_text(form: str, error: BaseException) -> str:
     if code is not None:
         return (f"Slack refused to open the {form} (`{code}`); press the button again, and if it keeps "
                 "failing, ask whoever runs secretbot to check its log.")
+    if isinstance(error, TimeoutError):
+        return (f"Slack did not answer within {OPEN_TIMEOUT_SECONDS} s, so the {form} did not open; press the "
+                "button again, and if it keeps failing, ask whoever runs secretbot to check its log.")
     return (f"Slack could not be reached to open the {form} ({type(error).__name__}); "
             "press the button again, and if it keeps failing, ask whoever runs secretbot to check its log.")
