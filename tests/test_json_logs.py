@@ -299,6 +299,12 @@ def test_serve_settings_error_is_json(tmp_path: Path, variable: str, value: str,
     assert expected in records[-1]["message"]
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a new interpreter from the repository root, so it starts with logging unconfigured."""
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
 def test_json_covers_warnings_and_crashes() -> None:
     script = (
         "import logging, warnings\n"
@@ -308,8 +314,7 @@ def test_json_covers_warnings_and_crashes() -> None:
         "warnings.warn('old option')\n"
         "raise SystemError('boom')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = run_python(script)
 
     assert result.returncode == 1
     entries = parse_lines(result.stderr)
@@ -356,8 +361,7 @@ def test_response_url_not_logged_when_reply_fails() -> None:
         "        print('failed', type(error).__name__)\n"
         "asyncio.run(main())\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = run_python(script)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("failed ")
