@@ -516,7 +516,8 @@ async def test_serve_leaves_terminal_run_alone(workdir: Path, flyctl_wrapper: Pa
     assert process.stdin is not None
     try:
         # At the approval prompt: a Slack run would expire here after approval_timeout (1 s).
-        await wait_for_row(bot.database, "SELECT 1 FROM steps WHERE position = 0 AND status = 'waiting'")
+        # The audit record of the wait is written just after the step row, so the count below waits for it.
+        await wait_for_row(bot.database, "SELECT 1 FROM audit_log WHERE event = 'step.waiting'")
         run_id = only_run_id(bot.database)
         run_events = "SELECT COUNT(*) AS n FROM audit_log WHERE run_id = ?"
         events_before = query(bot.database, run_events, run_id)[0]["n"]
